@@ -1,0 +1,1 @@
+"""Text analysis: brand matching, text normalisation (and, later, language, sentiment, complaints)."""

@@ -1,0 +1,94 @@
+"""Text helpers shared by sources and matchers: HTML to text, and accent/case folding."""
+
+from __future__ import annotations
+
+import unicodedata
+from html.parser import HTMLParser
+
+_BLOCK_TAGS = frozenset(
+    [
+        "address",
+        "article",
+        "aside",
+        "blockquote",
+        "br",
+        "dd",
+        "div",
+        "dl",
+        "dt",
+        "figcaption",
+        "figure",
+        "footer",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "header",
+        "hr",
+        "li",
+        "main",
+        "nav",
+        "ol",
+        "p",
+        "pre",
+        "section",
+        "table",
+        "td",
+        "th",
+        "tr",
+        "ul",
+    ]
+)
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
+_SKIP_TAGS = frozenset({"script", "style", "template", "noscript", "head"})
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIP_TAGS:
+            self._skipping += 1
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIP_TAGS:
+            self._skipping = max(0, self._skipping - 1)
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skipping:
+            self.parts.append(data)
+
+
+def clean_whitespace(text: str) -> str:
+    """Collapse runs of blanks inside lines and drop empty lines, keeping paragraph breaks."""
+    lines = (" ".join(line.split()) for line in text.splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def html_to_text(html: str) -> str:
+    """Visible text of an HTML fragment: tags, scripts and styles dropped, entities decoded."""
+    if "<" not in html and "&" not in html:
+        return clean_whitespace(html)
+    parser = _TextExtractor()
+    parser.feed(html)
+    parser.close()
+    return clean_whitespace("".join(parser.parts))
+
+
+def fold(text: str) -> str:
+    """Lower-case, strip accents and unify apostrophes, so "Télécom" and "telecom" compare equal.
+
+    Length-preserving for the common Latin alphabets, so offsets found in folded text point
+    at the same characters in the original.
+    """
+    decomposed = unicodedata.normalize("NFKD", text.casefold().translate(_APOSTROPHES))
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))

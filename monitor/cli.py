@@ -1,0 +1,294 @@
+"""The `monitor` command. Thin: each command parses options, calls one library function, prints."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from monitor import __version__
+from monitor.confbase import parse_duration
+from monitor.config import Settings, config_path, load_config
+from monitor.errors import ConfigError, MonitorError
+from monitor.report import FORMATS, MENTION_TABLE, REPORT_TABLE, SOURCE_TABLE, render, with_why
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Context:
+    """What every command may need, built lazily so `init` and `--help` need no config."""
+
+    def __init__(self, config: str | None, database: str | None) -> None:
+        self.config_option = config
+        self.database_option = database
+
+    @cached_property
+    def settings(self) -> Settings:
+        settings = load_config(self.config_option)
+        if self.database_option:
+            settings = settings.model_copy(update={"database": self.database_option})
+        from monitor import logs
+
+        logs.redact_secrets(logs.secret_values(settings))
+        return settings
+
+    @cached_property
+    def db(self) -> Any:
+        from monitor.storage.db import Database
+
+        return Database(self.settings.database)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def format_option(formats: Sequence[str] = FORMATS) -> Callable[[F], F]:
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(list(formats)),
+        default="table",
+        show_default=True,
+        help="Output format.",
+    )
+
+
+def parse_since(value: str | None) -> datetime | None:
+    """`7d` (a duration back from now) or an ISO date/time."""
+    if not value:
+        return None
+    try:
+        return datetime.now(UTC) - parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected a duration like 7d or a date like 2026-11-01, got {value!r}"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="monitor")
+@click.option(
+    "--config", "-c", metavar="PATH", help="Config file (default: $MONITOR_CONFIG, else ./monitor.yaml)."
+)
+@click.option("--database", metavar="URL", help="Override the config's database URL.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="warning",
+    show_default=True,
+)
+@click.option("--log-format", type=click.Choice(["human", "json"]), default="human", show_default=True)
+@click.pass_context
+def cli(
+    ctx: click.Context, config: str | None, database: str | None, log_level: str, log_format: str
+) -> None:
+    """Brand-mention monitor: collect blog feeds and X mentions, flag unhappy customers, alert support."""
+    from monitor import logs
+
+    logs.configure(log_level, log_format)
+    ctx.obj = Context(config, database)
+
+
+@cli.command()
+@click.option(
+    "--path", "target", default=None, metavar="PATH", help="Where to write (default: the config path)."
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@pass_ctx
+def init(ctx: Context, target: str | None, force: bool) -> None:
+    """Write a commented starter config."""
+    from monitor.starter import write_starter_config
+
+    path = write_starter_config(Path(target) if target else config_path(ctx.config_option), force=force)
+    click.echo(f"wrote {path}; edit the brands and sources, then run `monitor collect --once`")
+
+
+@cli.command()
+@click.option("--once", is_flag=True, default=True, help="Poll every enabled source once (the default).")
+@click.option("--source", "only", multiple=True, metavar="NAME", help="Only this source (repeatable).")
+@pass_ctx
+def collect(ctx: Context, once: bool, only: tuple[str, ...]) -> None:
+    """Poll the sources once and ingest what they return. Exit 1 if any stream failed."""
+    from monitor.collector import Collector
+
+    settings = ctx.settings
+    known = {s.name for s in settings.sources}
+    for name in only:
+        if name not in known:
+            raise ConfigError(f"unknown source {name!r}; known: {', '.join(sorted(known)) or 'none'}")
+    collector = Collector(settings, ctx.db)
+    try:
+        report = collector.collect(only or None)
+    finally:
+        collector.close()
+    totals = report.totals
+    click.echo(
+        f"collected {totals.stored} new mentions ({totals.received} items, {totals.duplicates} already stored, "
+        f"{totals.unmatched} not about a brand); {totals.flags} flags, {totals.cases_opened} cases opened"
+    )
+    for name, reason in report.skipped.items():
+        click.echo(f"skipped {name}: {reason}")
+    for line in report.errors:
+        click.echo(f"error {line.source} [{line.stream}]: {line.error}", err=True)
+    if report.errors:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--brand")
+@click.option("--source")
+@click.option("--since", help="A duration (7d) or a date (2026-11-01).")
+@click.option("--limit", type=click.IntRange(min=1), default=None)
+@format_option()
+@pass_ctx
+def mentions(
+    ctx: Context, brand: str | None, source: str | None, since: str | None, limit: int | None, fmt: str
+) -> None:
+    """List stored mentions, newest first."""
+    from monitor.storage.queries import Filters, list_mentions
+
+    filters = Filters(brand=brand, source=source, since=parse_since(since), limit=limit)
+    with ctx.db.session() as session:
+        rows = list_mentions(session, filters)
+    render(rows, fmt, table_columns=MENTION_TABLE, title=f"{len(rows)} mentions", out=sys.stdout)
+
+
+@cli.command()
+@click.option("--brand")
+@click.option("--source")
+@click.option("--since", help="A duration (7d) or a date (2026-11-01).")
+@click.option("--severity", type=click.Choice(["low", "medium", "high", "critical"]))
+@click.option("--status", type=click.Choice(["new", "contacted", "resolved", "dismissed"]))
+@click.option("--rule")
+@click.option("--limit", type=click.IntRange(min=1), default=None)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write to this file.")
+@format_option()
+@pass_ctx
+def report(
+    ctx: Context,
+    brand: str | None,
+    source: str | None,
+    since: str | None,
+    severity: str | None,
+    status: str | None,
+    rule: str | None,
+    limit: int | None,
+    output: str | None,
+    fmt: str,
+) -> None:
+    """Flagged posts, most urgent first, with why each was flagged."""
+    from monitor.storage.queries import Filters, flagged_posts
+
+    filters = Filters(
+        brand=brand,
+        source=source,
+        since=parse_since(since),
+        severity=severity,
+        status=status,
+        rule=rule,
+        limit=limit,
+    )
+    with ctx.db.session() as session:
+        rows = with_why(flagged_posts(session, filters))
+    if fmt != "table":
+        for row in rows:
+            row.pop("why")
+    title = f"{len(rows)} flagged posts"
+    if output:
+        with open(output, "w", encoding="utf-8", newline="") as out:
+            render(rows, fmt, table_columns=REPORT_TABLE, title=title, out=out)
+        click.echo(f"wrote {output}")
+    else:
+        render(rows, fmt, table_columns=REPORT_TABLE, title=title, out=sys.stdout)
+
+
+@cli.command()
+@format_option()
+@pass_ctx
+def sources(ctx: Context, fmt: str) -> None:
+    """Each source and stream: last success, last error, next poll."""
+    from monitor.status import source_health
+
+    rows = source_health(ctx.settings, ctx.db)
+    render(rows, fmt, table_columns=SOURCE_TABLE, title="sources", out=sys.stdout)
+
+
+@cli.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+@pass_ctx
+def db_upgrade(ctx: Context) -> None:
+    """Apply schema migrations (also done automatically on start)."""
+    from monitor.storage.db import Database
+
+    database = Database(ctx.settings.database, migrate=False)
+    before = database.current_revision()
+    database.upgrade()
+    after = database.current_revision()
+    click.echo(f"database {database.shown_url}: {before or 'empty'} -> {after}")
+
+
+@cli.command()
+@pass_ctx
+def run(ctx: Context) -> None:
+    """Run the daemon: poll each source at its `every` until SIGINT/SIGTERM."""
+    from monitor.daemon import run_forever
+
+    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    run_forever(ctx.settings, ctx.db)
+
+
+@cli.command()
+@format_option()
+@pass_ctx
+def demo(ctx: Context, fmt: str) -> None:
+    """Run the whole pipeline offline on bundled sample posts, then print the report.
+
+    Needs no config; stores into a temporary SQLite database unless --database is given.
+    """
+    from monitor.demo import run_demo
+
+    run_demo(sys.stdout, database=ctx.database_option, fmt=fmt)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: returns the exit code (0 ok, 1 failure, 2 bad usage or config)."""
+    try:
+        result = cli.main(args=argv, prog_name="monitor", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        click.echo("aborted", err=True)
+        return 1
+    except ConfigError as exc:
+        click.echo(f"config error: {exc}", err=True)
+        return 2
+    except MonitorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 1
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    except KeyboardInterrupt:
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""One collection cycle: poll each source's streams and feed every batch to `pipeline.ingest`.
+
+A failing stream is recorded on its state (reason, time, count) and the cycle goes on; its
+cursor stays where it was, so the next poll retries from the same point.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from monitor.config import Settings
+from monitor.errors import SourceError
+from monitor.pipeline import IngestResult, Pipeline
+from monitor.sources import Source, build_source
+from monitor.storage import state
+from monitor.storage.db import Database
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class StreamReport:
+    source: str
+    stream: str
+    stored: int = 0
+    received: int = 0
+    not_modified: bool = False
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class CycleReport:
+    streams: list[StreamReport] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    totals: IngestResult = field(default_factory=IngestResult)
+
+    @property
+    def errors(self) -> list[StreamReport]:
+        return [s for s in self.streams if s.error]
+
+
+def build_sources(settings: Settings, only: Iterable[str] | None = None) -> list[Source]:
+    wanted = set(only) if only else None
+    return [build_source(c, settings.brands) for c in settings.sources if wanted is None or c.name in wanted]
+
+
+class Collector:
+    """Polls sources into the database through one Pipeline."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        sources: Sequence[Source] | None = None,
+        pipeline: Pipeline | None = None,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.sources = list(sources) if sources is not None else build_sources(settings)
+        self.pipeline = pipeline or Pipeline(settings)
+        self.clock = clock
+
+    def close(self) -> None:
+        for source in self.sources:
+            source.close()
+
+    def collect(self, only: Iterable[str] | None = None) -> CycleReport:
+        """Poll every enabled source once (or just those named in `only`)."""
+        wanted = set(only) if only else None
+        report = CycleReport()
+        for source in self.sources:
+            if wanted is not None and source.name not in wanted:
+                continue
+            reason = source.disabled_reason()
+            if reason:
+                report.skipped[source.name] = reason
+                log.info("source %s skipped: %s", source.name, reason)
+                continue
+            self.poll(source, report)
+        return report
+
+    def due_sources(self) -> list[Source]:
+        """Sources whose next poll time has come (never polled counts as due)."""
+        now = self.clock()
+        with self.db.session() as session:
+            next_polls: dict[str, datetime] = {}
+            for row in state.all_states(session):
+                if row.next_poll_at is not None:
+                    current = next_polls.get(row.source)
+                    next_polls[row.source] = min(current, row.next_poll_at) if current else row.next_poll_at
+        return [
+            s
+            for s in self.sources
+            if s.disabled_reason() is None and (s.name not in next_polls or next_polls[s.name] <= now)
+        ]
+
+    def next_due_at(self) -> datetime | None:
+        with self.db.session() as session:
+            times = [row.next_poll_at for row in state.all_states(session) if row.next_poll_at is not None]
+        return min(times) if times else None
+
+    def poll(self, source: Source, report: CycleReport | None = None) -> CycleReport:
+        report = report if report is not None else CycleReport()
+        streams = source.streams()
+        for stream in streams:
+            report.streams.append(self._poll_stream(source, stream, report.totals))
+        jitter = self.settings.poll_jitter.total_seconds() * random.random()
+        next_poll = self.clock() + source.config.every + timedelta(seconds=jitter)
+        with self.db.session() as session:
+            state.schedule_next(session, source.name, streams, next_poll)
+        return report
+
+    def _poll_stream(self, source: Source, stream: str, totals: IngestResult) -> StreamReport:
+        line = StreamReport(source.name, stream)
+        with self.db.session() as session:
+            cursor = state.load_cursor(session, source.name, stream)
+        try:
+            for batch in source.fetch(stream, cursor):
+                line.not_modified = batch.not_modified
+                with self.db.session() as session:
+                    result = self.pipeline.ingest(
+                        session,
+                        batch.mentions,
+                        source=source.name,
+                        stream=batch.stream,
+                        cursor=batch.cursor,
+                        now=self.clock(),
+                        brands=source.config.brands,
+                    )
+                line.received += result.received
+                line.stored += result.stored
+                totals.add(result)
+        except SourceError as exc:
+            line.error = str(exc)
+        except Exception as exc:
+            log.exception("source %s crashed on %s", source.name, stream)
+            line.error = f"internal error ({type(exc).__name__}: {exc}); please report it"
+        if line.error:
+            log.warning("source %s: %s", source.name, line.error)
+            with self.db.session() as session:
+                state.record_failure(session, source.name, stream, line.error, self.clock())
+        else:
+            log.info("source %s: %d new of %d from %s", source.name, line.stored, line.received, stream)
+        return line

@@ -1,0 +1,53 @@
+"""The error tree. Callers catch by kind; the CLI maps kinds to exit codes.
+
+MonitorError
+├── ConfigError        bad or missing configuration (exit code 2)
+├── StorageError       the database cannot be reached or migrated
+├── SourceError        a source could not be read this cycle
+│   ├── RetriableSourceError   transient (timeout, 5xx, reset): try again next poll
+│   └── FatalSourceError       needs a human (bad URL, 4xx, refused scheme)
+├── RuleError          a rule cannot be compiled or evaluated
+└── DeliveryError      an alert could not be delivered
+"""
+
+from __future__ import annotations
+
+
+class MonitorError(Exception):
+    """Base of every error the product raises on purpose."""
+
+
+class ConfigError(MonitorError):
+    """The configuration is invalid. The message names the file, the key path and what is expected."""
+
+    def __init__(self, message: str, *, file: str | None = None, path: str | None = None) -> None:
+        self.file = file
+        self.path = path
+        where = ": ".join(part for part in (file, path) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class StorageError(MonitorError):
+    """The database failed in a way the user must fix (unreachable, wrong schema)."""
+
+
+class SourceError(MonitorError):
+    """A source failed for this poll; its cursor does not move and other sources go on."""
+
+    retriable = True
+
+
+class RetriableSourceError(SourceError):
+    retriable = True
+
+
+class FatalSourceError(SourceError):
+    retriable = False
+
+
+class RuleError(MonitorError):
+    """A rule is invalid (at load) or failed on a mention."""
+
+
+class DeliveryError(MonitorError):
+    """A notifier could not deliver an alert."""

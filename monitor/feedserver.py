@@ -1,0 +1,123 @@
+"""A small local HTTP server for feeds, with ETag/Last-Modified and 304s.
+
+`monitor demo` serves its bundled sample through it, and the tests build their fault modes on
+top of it; nothing here is used by the daemon itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Route:
+    body: bytes = b""
+    content_type: str = "application/atom+xml; charset=utf-8"
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    conditional: bool = True
+    last_modified: str = field(default_factory=lambda: formatdate(usegmt=True))
+    handler: Callable[[BaseHTTPRequestHandler], None] | None = None
+
+    @property
+    def etag(self) -> str:
+        return '"' + hashlib.sha1(self.body).hexdigest()[:16] + '"'
+
+
+@dataclass(frozen=True)
+class Hit:
+    path: str
+    status: int
+    headers: dict[str, str]
+
+
+class FeedServer:
+    """`with FeedServer() as server: server.add("/feed", body); url = server.url("/feed")`."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.routes: dict[str, Route] = {}
+        self.hits: list[Hit] = []
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def do_GET(self) -> None:
+                server._serve(self)
+
+        self._httpd = ThreadingHTTPServer((host, 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="feedserver", daemon=True)
+
+    def add(self, path: str, body: bytes | str = b"", **options: Any) -> str:
+        self.routes[path] = Route(body=body.encode() if isinstance(body, str) else body, **options)
+        return self.url(path)
+
+    def url(self, path: str) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}{path}"
+
+    def hits_for(self, path: str) -> list[Hit]:
+        with self._lock:
+            return [h for h in self.hits if h.path == path]
+
+    def record(self, request: BaseHTTPRequestHandler, status: int) -> None:
+        with self._lock:
+            self.hits.append(Hit(request.path, status, dict(request.headers.items())))
+
+    def _serve(self, request: BaseHTTPRequestHandler) -> None:
+        route = self.routes.get(request.path)
+        if route is None:
+            self.record(request, 404)
+            request.send_error(404)
+            return
+        if route.handler is not None:
+            self.record(request, route.status)
+            route.handler(request)
+            return
+        headers = dict(route.headers)
+        if route.conditional and route.status == 200:
+            headers.setdefault("ETag", route.etag)
+            headers.setdefault("Last-Modified", route.last_modified)
+            if request.headers.get("If-None-Match") == route.etag or (
+                request.headers.get("If-None-Match") is None
+                and request.headers.get("If-Modified-Since") == route.last_modified
+            ):
+                self.record(request, 304)
+                request.send_response(304)
+                request.send_header("ETag", route.etag)
+                request.send_header("Content-Length", "0")
+                request.end_headers()
+                return
+        self.record(request, route.status)
+        request.send_response(route.status)
+        request.send_header("Content-Type", route.content_type)
+        request.send_header("Content-Length", str(len(route.body)))
+        for name, value in headers.items():
+            request.send_header(name, value)
+        request.end_headers()
+        request.wfile.write(route.body)
+
+    def start(self) -> FeedServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> FeedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,164 @@
+"""`ingest`: the one path every mention takes, whatever source it came from.
+
+normalize -> brand match -> (skip already stored) -> enrich -> store -> rules -> case -> outbox,
+and the source's cursor is saved in the same transaction as the mentions it covers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from monitor.alerts.outbox import enqueue_flag
+from monitor.analysis.brands import BrandMatcher
+from monitor.analysis.text import clean_whitespace
+from monitor.cases import open_or_attach
+from monitor.config import Settings
+from monitor.mention import Mention
+from monitor.rules.engine import RuleSet
+from monitor.storage import queries, state
+from monitor.storage.tables import FlagRow
+
+MAX_TEXT = 100_000
+Enricher = Callable[[list[Mention]], list[Mention]]
+
+
+def pass_through(mentions: list[Mention]) -> list[Mention]:
+    """The enrichment hook until language/sentiment/complaint analysis plugs in here."""
+    return mentions
+
+
+@dataclass(slots=True)
+class IngestResult:
+    received: int = 0
+    unmatched: int = 0
+    duplicates: int = 0
+    stored: int = 0
+    flags: int = 0
+    cases_opened: int = 0
+    alerts_queued: int = 0
+    stored_ids: list[int] = field(default_factory=list)
+
+    def add(self, other: IngestResult) -> None:
+        for name in (
+            "received",
+            "unmatched",
+            "duplicates",
+            "stored",
+            "flags",
+            "cases_opened",
+            "alerts_queued",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.stored_ids.extend(other.stored_ids)
+
+
+def normalize(mention: Mention, now: datetime) -> Mention:
+    """Clean text and identity; every timestamp becomes timezone-aware UTC."""
+    mention.external_id = mention.external_id.strip()
+    mention.text = clean_whitespace(mention.text or "")[:MAX_TEXT]
+    mention.title = clean_whitespace(mention.title)[:2000] if mention.title else None
+    if mention.published_at is not None:
+        published = mention.published_at
+        mention.published_at = (published if published.tzinfo else published.replace(tzinfo=UTC)).astimezone(
+            UTC
+        )
+    mention.collected_at = now
+    if mention.lang:
+        mention.lang = mention.lang.lower()[:8]
+    return mention
+
+
+class Pipeline:
+    """Built once per config; `ingest` is called for every batch from every source."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        enrichers: Sequence[Enricher] = (pass_through,),
+        rules: RuleSet | None = None,
+    ) -> None:
+        self.settings = settings
+        self.matcher = BrandMatcher(settings.brands)
+        self.enrichers = list(enrichers)
+        self.rules = rules if rules is not None else RuleSet.from_settings(settings)
+
+    def match_brands(self, mentions: Iterable[Mention], allowed: Iterable[str] = ()) -> list[Mention]:
+        allowed = tuple(allowed)
+        matched = []
+        for mention in mentions:
+            text = f"{mention.title}\n{mention.text}" if mention.title else mention.text
+            brand = self.matcher.match(text, allowed)
+            if brand is None:
+                continue
+            mention.brand = brand
+            mention.author_is_brand = self.matcher.is_brand_account(brand, mention.author_handle)
+            matched.append(mention)
+        return matched
+
+    def ingest(
+        self,
+        session: Session,
+        mentions: Sequence[Mention],
+        *,
+        source: str,
+        stream: str | None = None,
+        cursor: dict[str, Any] | None = None,
+        now: datetime | None = None,
+        brands: Iterable[str] = (),
+    ) -> IngestResult:
+        """Run one batch through the whole path inside the caller's transaction."""
+        now = now or datetime.now(UTC)
+        result = IngestResult(received=len(mentions))
+        normalized = [normalize(m, now) for m in mentions if m.external_id and m.external_id.strip()]
+        matched = self.match_brands(normalized, brands)
+        result.unmatched = len(normalized) - len(matched)
+        known = queries.known_external_ids(session, source, [m.external_id for m in matched])
+        fresh = [m for m in matched if m.external_id not in known]
+        for enrich in self.enrichers:
+            fresh = enrich(fresh)
+        stored = queries.insert_mentions(session, fresh)
+        result.stored = len(stored)
+        result.duplicates = len(matched) - len(stored)
+        result.stored_ids = [m.id for m in stored if m.id is not None]
+        for mention in stored:
+            self._flag(session, mention, now, result)
+        if stream is not None:
+            state.record_success(session, source, stream, cursor or {}, now, len(stored))
+        return result
+
+    def _flag(self, session: Session, mention: Mention, now: datetime, result: IngestResult) -> None:
+        drafts = self.rules.evaluate(mention)
+        if not drafts:
+            return
+        assert mention.id is not None
+        for draft in sorted(drafts, key=lambda d: d.priority, reverse=True):
+            case = open_or_attach(session, mention, draft.severity, draft.priority, now)
+            flag = FlagRow(
+                mention_id=mention.id,
+                case_id=case.case_id,
+                rule=draft.rule,
+                severity=draft.severity,
+                priority=draft.priority,
+                explanation=draft.explanation,
+                created_at=now,
+            )
+            session.add(flag)
+            session.flush()
+            result.flags += 1
+            result.cases_opened += int(case.opened)
+            if case.opened or case.escalated:
+                result.alerts_queued += enqueue_flag(
+                    session,
+                    flag_id=flag.id,
+                    case_id=case.case_id,
+                    severity=draft.severity,
+                    channels=draft.notify,
+                    configured=self.settings.channels,
+                    now=now,
+                )

@@ -1,0 +1,101 @@
+"""Render rows for people (rich tables) and tools (JSON, CSV)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+FORMATS = ("table", "json", "csv")
+
+MENTION_TABLE = ("id", "published_at", "brand", "source", "author", "lang", "text")
+REPORT_TABLE = ("flag_id", "case_id", "severity", "rule", "brand", "author", "status", "text", "why")
+SOURCE_TABLE = ("source", "stream", "last_ok_at", "last_error", "errors", "next_poll_at", "mentions")
+
+
+def explain(explanation: dict[str, Any] | None) -> str:
+    """One line a support agent can read: the rule's evidence, joined."""
+    if not explanation:
+        return ""
+    matched = [str(m) for m in explanation.get("matched") or () if m]
+    return "; ".join(matched) or str(explanation.get("rule") or "")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _cell(value: Any, column: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M")
+    text = " ".join(str(value).split())
+    limit = 140 if column in ("text", "why", "last_error") else 60
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def with_why(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**row, "why": explain(row.get("explanation"))} for row in rows]
+
+
+def _excerpt(row: dict[str, Any]) -> str:
+    title, text = row.get("title"), row.get("text") or ""
+    return f"{title} — {text}" if title else text
+
+
+def render(
+    rows: Sequence[dict[str, Any]],
+    fmt: str,
+    *,
+    table_columns: Sequence[str],
+    title: str | None = None,
+    out: TextIO,
+    width: int | None = None,
+) -> None:
+    """Write `rows` to `out` as a rich table, a JSON array, or CSV (all columns)."""
+    if fmt == "json":
+        json.dump(
+            [{k: _jsonable(v) for k, v in row.items()} for row in rows], out, ensure_ascii=False, indent=2
+        )
+        out.write("\n")
+    elif fmt == "csv":
+        columns = list(rows[0].keys()) if rows else list(table_columns)
+        writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {
+                    k: explain(v) if k == "explanation" else ("" if v is None else _jsonable(v))
+                    for k, v in row.items()
+                }
+            )
+    elif fmt == "table":
+        console = Console(file=out, width=width or (None if out.isatty() else 160), soft_wrap=False)
+        table = Table(title=title, show_lines=False, expand=False)
+        for column in table_columns:
+            table.add_column(column, overflow="fold", max_width=70 if column in ("text", "why") else None)
+        for row in rows:
+            # Post text is attacker-controlled: never let it be read as rich markup.
+            values = {**row, "text": _excerpt(row)}
+            table.add_row(*(escape(_cell(values.get(column), column)) for column in table_columns))
+        console.print(table)
+        if not rows:
+            console.print("(nothing to show)")
+    else:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+
+
+def render_to_string(rows: Sequence[dict[str, Any]], fmt: str, **kwargs: Any) -> str:
+    buffer = io.StringIO()
+    render(rows, fmt, out=buffer, **kwargs)
+    return buffer.getvalue()

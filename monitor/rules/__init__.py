@@ -1,0 +1,1 @@
+"""Rules: condition trees that flag mentions, each flag with a readable explanation."""

@@ -1,0 +1,84 @@
+"""Compile rules once; evaluate each new mention; explain every flag."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import timedelta
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from monitor.config import Rule, Settings
+from monitor.mention import Mention
+from monitor.rules.conditions import Condition, compile_condition
+
+SEVERITY_WEIGHT = {"low": 1, "medium": 2, "high": 3, "critical": 4}
+
+
+@dataclass(frozen=True, slots=True)
+class FlagDraft:
+    """A rule match on one mention, before it is stored."""
+
+    rule: str
+    severity: str
+    priority: float
+    explanation: dict[str, Any]
+    notify: tuple[str, ...]
+    cooldown: timedelta | None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    rule: Rule
+    condition: Condition
+
+
+def default_rules() -> tuple[Rule, ...]:
+    text = resources.files("monitor.data").joinpath("default_rules.yaml").read_text(encoding="utf-8")
+    return tuple(Rule.model_validate(raw) for raw in yaml.safe_load(text)["rules"])
+
+
+def priority(severity: str, followers: int | None) -> float:
+    """Severity first, then reach: a critical post outranks any high one; followers break ties."""
+    reach = math.log10(1 + max(0, followers or 0))  # 0 .. ~8
+    return round(SEVERITY_WEIGHT.get(severity, 1) * 10 + min(reach, 9.99), 2)
+
+
+class RuleSet:
+    def __init__(self, rules: tuple[Rule, ...]) -> None:
+        self.rules = [
+            CompiledRule(rule, compile_condition(rule.when, f"rules[{i}].when"))
+            for i, rule in enumerate(rules)
+            if rule.enabled
+        ]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RuleSet:
+        return cls(settings.rules if settings.rules is not None else default_rules())
+
+    def evaluate(self, mention: Mention) -> list[FlagDraft]:
+        drafts = []
+        for compiled in self.rules:
+            rule = compiled.rule
+            if rule.brands and mention.brand not in rule.brands:
+                continue
+            evidence = compiled.condition.evaluate(mention)
+            if evidence is None:
+                continue
+            drafts.append(
+                FlagDraft(
+                    rule=rule.name,
+                    severity=rule.severity,
+                    priority=priority(rule.severity, mention.author_followers),
+                    explanation={
+                        "rule": rule.name,
+                        "description": rule.description,
+                        "matched": [e for e in evidence if e],
+                    },
+                    notify=rule.notify,
+                    cooldown=rule.cooldown,
+                )
+            )
+        return drafts

@@ -1,0 +1,73 @@
+"""The one interface every source implements.
+
+A source turns its saved cursor into new mentions and the next cursor. It never writes to the
+database: the collector hands each batch to `pipeline.ingest`, which stores the mentions and
+the cursor in one transaction, so a crash never skips or repeats work.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from monitor.confbase import Duration, Frozen
+from monitor.mention import Mention
+
+
+class SourceConfig(Frozen):
+    """Settings every source has; each source type extends it with its own keys."""
+
+    type: str
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
+    every: Duration = timedelta(minutes=15)
+    enabled: bool = True
+    brands: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Batch:
+    """Mentions fetched from one stream of a source, and the cursor to save with them."""
+
+    stream: str
+    cursor: dict[str, Any]
+    mentions: list[Mention] = field(default_factory=list)
+    not_modified: bool = False
+
+
+class Source(ABC):
+    """A collector. Subclasses set `type` and `Config`, and implement `streams` and `fetch`."""
+
+    type: ClassVar[str]
+    Config: ClassVar[type[SourceConfig]]
+
+    def __init__(self, config: SourceConfig, brands: Sequence[Any] = ()) -> None:
+        self.config = config
+        self.brands = tuple(brands)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def disabled_reason(self) -> str | None:
+        """Why this source cannot run (e.g. missing credentials), or None when it can."""
+        return None if self.config.enabled else "disabled in config (enabled: false)"
+
+    @abstractmethod
+    def streams(self) -> list[str]:
+        """The independent cursors of this source (one per feed URL, one per API endpoint...)."""
+
+    @abstractmethod
+    def fetch(self, stream: str, cursor: dict[str, Any]) -> Iterator[Batch]:
+        """Yield batches of new mentions, each with the cursor that follows it.
+
+        Raise a `SourceError` on failure: batches already yielded are kept, the rest is retried
+        from the last saved cursor on the next poll.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release network clients."""

@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make run` (set up + run the daemon on SQLite) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run demo test test-quick lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# Set up, write a starter config if there is none, and run the daemon (SQLite: ./monitor.db).
+run: install
+	@test -f monitor.yaml || $(BIN)/monitor init
+	$(BIN)/monitor --log-level info run
+
+# Offline end-to-end demo on bundled sample posts.
+demo: install
+	$(BIN)/monitor demo
+
+# Lint and the whole suite (PostgreSQL too when MONITOR_TEST_POSTGRES_URL is set; .ci/run sets it).
+test: install
+	$(BIN)/ruff check monitor tests
+	$(BIN)/ruff format --check monitor tests
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check monitor tests
+	$(BIN)/ruff format --check monitor tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

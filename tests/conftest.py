@@ -1,0 +1,73 @@
+"""Shared fixtures: a database on each backend, a real local feed server, settings builders."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from monitor.config import Settings, settings_from_dict
+from monitor.feedserver import FeedServer
+from monitor.storage.db import Database, normalize_url
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+POSTGRES_URL = os.environ.get("MONITOR_TEST_POSTGRES_URL")
+
+BRAND = {
+    "name": "Bouygues Telecom",
+    "aliases": ["Bouygues Télécom", "BouyguesTelecom"],
+    "handles": ["@bouyguestelecom"],
+    "exclude": ["Bouygues Construction"],
+}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database URL: a SQLite file, or a private schema on the test PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'monitor.db'}"
+        return
+    if not POSTGRES_URL:
+        pytest.skip("PostgreSQL tests need MONITOR_TEST_POSTGRES_URL (.ci/run sets it)")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(normalize_url(POSTGRES_URL))
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    database = Database(db_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def feed_server() -> Iterator[FeedServer]:
+    with FeedServer() as server:
+        yield server
+
+
+@pytest.fixture
+def make_settings(db_url: str) -> Callable[..., Settings]:
+    """Settings for one brand on the test database; keyword arguments override top-level keys."""
+
+    def build(**overrides: Any) -> Settings:
+        raw: dict[str, Any] = {"database": db_url, "brands": [BRAND], "sources": []}
+        raw.update(overrides)
+        return settings_from_dict(raw, file="<test>")
+
+    return build

@@ -1,0 +1,104 @@
+"""Storage on SQLite and PostgreSQL: migrations, idempotent writes, timezone-aware times."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+from sqlalchemy import inspect, select
+
+from monitor.mention import Mention
+from monitor.storage import queries, state
+from monitor.storage.db import Database
+from monitor.storage.tables import MentionRow
+
+
+def _mention(external_id: str, **fields: object) -> Mention:
+    base: dict[str, object] = {
+        "source": "blogs",
+        "external_id": external_id,
+        "text": f"post {external_id}",
+        "brand": "Bouygues Telecom",
+        "collected_at": datetime(2026, 11, 1, tzinfo=UTC),
+    }
+    base.update(fields)
+    return Mention(**base)  # type: ignore[arg-type]
+
+
+def test_first_start_creates_the_schema_at_head(db: Database) -> None:
+    tables = set(inspect(db.engine).get_table_names())
+    assert {
+        "mentions",
+        "flags",
+        "cases",
+        "case_events",
+        "outbox",
+        "source_state",
+        "alembic_version",
+    } <= tables
+    assert db.current_revision() == db.head_revision() is not None
+
+
+def test_reopening_a_migrated_database_keeps_its_data(db_url: str) -> None:
+    first = Database(db_url)
+    with first.session() as session:
+        queries.insert_mentions(session, [_mention("a")])
+    first.dispose()
+    second = Database(db_url)
+    with second.session() as session:
+        assert queries.count_mentions(session) == 1
+    second.dispose()
+
+
+def test_insert_is_idempotent_on_source_and_external_id(db: Database) -> None:
+    with db.session() as session:
+        stored = queries.insert_mentions(session, [_mention("a"), _mention("b"), _mention("a")])
+        assert sorted(m.external_id for m in stored) == ["a", "b"]
+        assert all(m.id for m in stored)
+    with db.session() as session:
+        again = queries.insert_mentions(session, [_mention("a"), _mention("c")])
+        assert [m.external_id for m in again] == ["c"]
+        # The same external id from another source is another mention.
+        other = queries.insert_mentions(session, [_mention("a", source="x")])
+        assert len(other) == 1
+    with db.session() as session:
+        assert queries.count_mentions(session) == 4
+        assert queries.known_external_ids(session, "blogs", ["a", "b", "z"]) == {"a", "b"}
+
+
+def test_times_come_back_timezone_aware_utc(db: Database) -> None:
+    paris = timezone(timedelta(hours=2))
+    with db.session() as session:
+        queries.insert_mentions(
+            session, [_mention("a", published_at=datetime(2010, 8, 4, 9, 12, tzinfo=paris))]
+        )
+    with db.session() as session:
+        row = session.scalar(select(MentionRow))
+        assert row is not None
+        assert row.published_at == datetime(2010, 8, 4, 7, 12, tzinfo=UTC)
+        assert row.published_at.tzinfo is not None
+
+
+def test_failed_transaction_stores_nothing(db: Database) -> None:
+    try:
+        with db.session() as session:
+            queries.insert_mentions(session, [_mention("a")])
+            state.record_success(session, "blogs", "http://feed", {"etag": '"1"'}, datetime.now(UTC), 1)
+            raise RuntimeError("crash before commit")
+    except RuntimeError:
+        pass
+    with db.session() as session:
+        assert queries.count_mentions(session) == 0
+        assert state.load_cursor(session, "blogs", "http://feed") == {}
+
+
+def test_cursor_round_trip(db: Database) -> None:
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    with db.session() as session:
+        state.record_success(session, "blogs", "http://feed", {"etag": '"abc"', "last_modified": "x"}, now, 3)
+    with db.session() as session:
+        assert state.load_cursor(session, "blogs", "http://feed") == {"etag": '"abc"', "last_modified": "x"}
+        state.record_failure(session, "blogs", "http://feed", "HTTP 500", now)
+    with db.session() as session:
+        (row,) = state.all_states(session)
+        assert row.cursor == {"etag": '"abc"', "last_modified": "x"}
+        assert row.last_error == "HTTP 500" and row.consecutive_errors == 1 and row.mentions_total == 3

@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
 
 _DURATION = re.compile(r"(\d+)\s*(ms|s|m|h|d|w)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -49,14 +49,20 @@ def parse_duration(value: Any) -> timedelta:
 
 
 def format_duration(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+    """The inverse of parse_duration, so settings dumped to JSON/YAML load back unchanged."""
+    millis = round(delta.total_seconds() * 1000)
+    if millis % 1000:
+        return f"{millis}ms"
+    seconds = millis // 1000
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Duration = Annotated[
+    timedelta, BeforeValidator(parse_duration), PlainSerializer(lambda d: format_duration(d), when_used="json")
+]
 
 
 def check_http_url(value: Any) -> str:

@@ -266,6 +266,9 @@ def _format_message(error: Any) -> str:
         return "required key is missing"
     if kind == "extra_forbidden":
         return "unknown key (check the spelling; see docs/configuration.md for the accepted keys)"
+    if kind == "too_short":
+        least = (error.get("ctx") or {}).get("min_length", 1)
+        return f"expected at least {least} entr{'y' if least == 1 else 'ies'}"
     if kind == "union_tag_invalid":
         tag = (error.get("ctx") or {}).get("tag")
         expected = (error.get("ctx") or {}).get("expected_tags")

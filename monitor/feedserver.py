@@ -57,7 +57,9 @@ class FeedServer:
 
         self._httpd = ThreadingHTTPServer((host, 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="feedserver", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="feedserver", daemon=True
+        )
 
     def add(self, path: str, body: bytes | str = b"", **options: Any) -> str:
         self.routes[path] = Route(body=body.encode() if isinstance(body, str) else body, **options)

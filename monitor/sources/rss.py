@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import re
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,8 @@ from monitor.errors import RetriableSourceError
 from monitor.http import Fetcher, raise_for_status, redact_url
 from monitor.mention import Mention
 from monitor.sources.base import Batch, Source, SourceConfig
+
+log = logging.getLogger(__name__)
 
 # A DOCTYPE, with any internal subset: entity declarations are how XML bombs and XXE get in.
 _DOCTYPE = re.compile(rb"<!DOCTYPE[^\[>]*(?:\[.*?\]\s*)?>", re.IGNORECASE | re.DOTALL)
@@ -140,7 +143,15 @@ class RssSource(Source):
             return
         raise_for_status(response)
         parsed = parse_feed(response.body, response.headers.get("content-type"), stream)
+        if parsed.bozo and not isinstance(parsed.bozo_exception, _HARMLESS_BOZO):
+            log.warning(
+                "feed %s is not well-formed (%s); kept the %d entries recovered",
+                redact_url(stream),
+                parsed.bozo_exception,
+                len(parsed.entries),
+            )
         mentions = [entry_to_mention(self.name, stream, parsed.feed, entry) for entry in parsed.entries]
+        mentions = [m for m in mentions if m.text or m.title]
         next_cursor = {
             key: value
             for key, value in (

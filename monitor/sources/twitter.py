@@ -4,6 +4,10 @@ The stream cursor is `since_id` (the newest stored tweet). Pages come newest fir
 poll is paginating the cursor keeps the old `since_id` plus the `next_token` to resume from; only
 when the last page is stored does `since_id` move to the newest id. A failure mid-way therefore
 resumes where it stopped: no gap, no duplicate.
+
+Recent search only covers the last 7 days and refuses an older `since_id` (HTTP 400). That happens
+after a quiet week or a long outage; the search then restarts over the whole window (all of it is
+newer than that `since_id`, and the pipeline skips what is already stored) instead of failing forever.
 """
 
 from __future__ import annotations
@@ -105,7 +109,11 @@ class TwitterSource(Source):
         newest = cursor.get("newest_id")
         token = cursor.get("next_token")
         for _page in range(self.config.max_pages):
-            body = self._search(since_id, token)
+            try:
+                body = self._search(since_id, token)
+            except _StaleSinceId:
+                since_id = newest = token = None
+                body = self._search(None, None)
             meta = body.get("meta") or {}
             newest = newest or meta.get("newest_id")
             users = {str(u["id"]): u for u in (body.get("includes") or {}).get("users") or ()}
@@ -137,10 +145,14 @@ class TwitterSource(Source):
             )
             raise RetriableSourceError(f"X API rate limit reached (429); resets at {until}") from None
         except (tweepy.Unauthorized, tweepy.Forbidden) as exc:
-            raise FatalSourceError(
+            raise RetriableSourceError(
                 f"X API refused the request ({exc.response.status_code}): {_detail(exc)}"
             ) from None
         except tweepy.BadRequest as exc:
+            if since_id and any(
+                isinstance(e, dict) and "since_id" in (e.get("parameters") or {}) for e in exc.api_errors
+            ):
+                raise _StaleSinceId(f"X API refused since_id {since_id}: {_detail(exc)}") from None
             raise FatalSourceError(f"X API rejected the query {self.query!r}: {_detail(exc)}") from None
         except tweepy.TwitterServerError as exc:
             raise RetriableSourceError(
@@ -155,6 +167,10 @@ class TwitterSource(Source):
     def close(self) -> None:
         if self._client is not None:
             self._client.session.close()
+
+
+class _StaleSinceId(FatalSourceError):
+    """X refused the saved since_id (older than the 7-day search window); `fetch` restarts without it."""
 
 
 def _detail(exc: tweepy.HTTPException) -> str:

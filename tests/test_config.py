@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from monitor.cli import main
-from monitor.config import load_config
 from monitor.confbase import parse_duration
+from monitor.config import load_config
 from monitor.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from feeds import atom, blogger, rss, seed_post
 from monitor.cli import main
 from monitor.collector import Collector
 from monitor.config import Settings
@@ -22,6 +21,8 @@ from monitor.feedserver import FeedServer
 from monitor.sources import rss as rss_module
 from monitor.storage import queries, state
 from monitor.storage.db import Database
+
+from feeds import atom, blogger, rss, seed_post
 
 ENGLISH = rss(
     [

@@ -61,7 +61,9 @@ def format_duration(delta: timedelta) -> str:
 
 
 Duration = Annotated[
-    timedelta, BeforeValidator(parse_duration), PlainSerializer(lambda d: format_duration(d), when_used="json")
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(lambda d: format_duration(d), when_used="json"),
 ]
 
 

@@ -93,7 +93,9 @@ class Pipeline:
         matched = []
         for mention in mentions:
             text = f"{mention.title}\n{mention.text}" if mention.title else mention.text
-            brand = self.matcher.match(text, allowed)
+            brand = self.matcher.match(text, allowed) or self.matcher.brand_of_account(
+                mention.author_handle, allowed
+            )
             if brand is None:
                 continue
             mention.brand = brand

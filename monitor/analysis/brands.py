@@ -63,6 +63,17 @@ class BrandMatcher:
                 break
         return best[1] if best else None
 
+    def brand_of_account(self, handle: str | None, allowed: Iterable[str] = ()) -> str | None:
+        """The brand whose own account posted this (its replies belong to the conversation)."""
+        if not handle:
+            return None
+        target = fold(handle.lstrip("@"))
+        allowed_set = set(allowed)
+        for brand in self._brands:
+            if target in brand.handles and (not allowed_set or brand.name in allowed_set):
+                return brand.name
+        return None
+
     def is_brand_account(self, brand: str, handle: str | None) -> bool:
         """True when `handle` is one of the brand's own accounts (its posts are not complaints)."""
         if not handle:

@@ -145,7 +145,7 @@ class TwitterSource(Source):
             )
             raise RetriableSourceError(f"X API rate limit reached (429); resets at {until}") from None
         except (tweepy.Unauthorized, tweepy.Forbidden) as exc:
-            raise RetriableSourceError(
+            raise FatalSourceError(
                 f"X API refused the request ({exc.response.status_code}): {_detail(exc)}"
             ) from None
         except tweepy.BadRequest as exc:

@@ -75,7 +75,7 @@ class Settings(Frozen):
     channels: dict[str, ChannelSettings] = Field(default_factory=dict)
     languages: tuple[str, ...] = ("fr", "en")
     retention_days: int | None = Field(default=None, gt=0)
-    poll_jitter: Duration = timedelta(seconds=0.001)
+    poll_jitter: Duration = timedelta(seconds=30)
 
     @model_validator(mode="after")
     def _cross_references(self) -> Settings:
@@ -250,6 +250,8 @@ def _format_loc(loc: tuple[Any, ...], raw: Any) -> str:
         if isinstance(key, int) and isinstance(node, list) and key < len(node):
             parts.append(f"[{key}]")
             node = node[key]
+        elif isinstance(node, dict) and key not in node and node.get("type") == key:
+            continue  # the discriminator tag pydantic inserts for `type:` unions
         elif isinstance(node, dict) and key in node:
             parts.append(f".{key}" if parts else str(key))
             node = node[key]
@@ -274,11 +276,7 @@ def _format_message(error: Any) -> str:
         expected = (error.get("ctx") or {}).get("expected_tags")
         return f"unknown type {tag!r}; known types: {expected}"
     if kind == "union_tag_not_found":
-        return (
-            f"missing `type:`; expected one of {error['ctx']['expected_tags']}"
-            if error.get("ctx")
-            else message
-        )
+        return "missing `type:` (see docs/configuration.md for the source and channel types)"
     for prefix in ("Value error, ", "Assertion failed, "):
         if message.startswith(prefix):
             return message[len(prefix) :]

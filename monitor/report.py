@@ -28,6 +28,13 @@ def explain(explanation: dict[str, Any] | None) -> str:
     return "; ".join(matched) or str(explanation.get("rule") or "")
 
 
+def _csv_safe(value: Any) -> Any:
+    """Post text is attacker-controlled: never let a spreadsheet read it as a formula."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
@@ -75,7 +82,7 @@ def render(
         for row in rows:
             writer.writerow(
                 {
-                    k: explain(v) if k == "explanation" else ("" if v is None else _jsonable(v))
+                    k: _csv_safe(explain(v) if k == "explanation" else ("" if v is None else _jsonable(v)))
                     for k, v in row.items()
                 }
             )

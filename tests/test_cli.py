@@ -181,3 +181,13 @@ def test_entry_points(tmp_path: Path) -> None:
         ["monitor", "frobnicate"], capture_output=True, text=True, check=False, cwd=tmp_path
     )
     assert done.returncode == 2 and "No such command" in done.stderr
+
+
+def test_csv_neutralizes_spreadsheet_formulas() -> None:
+    from monitor.report import render_to_string
+
+    out = render_to_string(
+        [{"text": '=HYPERLINK("http://evil")', "author": "@bob"}], "csv", table_columns=["text"]
+    )
+    row = next(csv.DictReader(io.StringIO(out)))
+    assert row == {"text": '\'=HYPERLINK("http://evil")', "author": "'@bob"}

@@ -171,3 +171,16 @@ def test_init_writes_a_starter_that_loads(tmp_path: Path, capsys: pytest.Capture
 def test_example_config_is_the_packaged_starter() -> None:
     packaged = (ROOT / "monitor" / "data" / "monitor.example.yaml").read_text()
     assert (ROOT / "config" / "monitor.example.yaml").read_text() == packaged
+
+
+def test_source_without_type_is_a_config_error(tmp_path: Path) -> None:
+    message = error_of(tmp_path, VALID.replace("type: rss", "kind: rss"))
+    assert "sources[0]: missing `type:`" in message
+
+
+def test_email_cannot_use_both_tls_modes(tmp_path: Path) -> None:
+    text = VALID + (
+        "channels:\n  mail: {type: email, host: smtp.example.com, from: a@example.com, to: [b@example.com],"
+        " ssl: true, starttls: true}\n"
+    )
+    assert "channels.mail: choose one of `ssl: true`" in error_of(tmp_path, text)

@@ -192,3 +192,14 @@ def test_default_rule_pack_applies_without_rules(
     with db.session() as session:
         rules = {p["external_id"]: p["rule"] for p in queries.flagged_posts(session)}
     assert rules == {"1": "churn-threat", "2": "complaint"}
+
+
+def test_default_rule_pack_alerts_every_configured_channel(
+    db: Database, make_settings: Callable[..., Settings]
+) -> None:
+    pipeline = Pipeline(make_settings(channels=CHANNELS))
+    with db.session() as session:
+        result = pipeline.ingest(
+            session, [post("1", "Bouygues Telecom : je vais résilier")], source="blogs", now=NOW
+        )
+    assert result.alerts_queued == 1

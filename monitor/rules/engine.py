@@ -56,7 +56,11 @@ class RuleSet:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RuleSet:
-        return cls(settings.rules if settings.rules is not None else default_rules())
+        """The config's rules, else the built-in pack alerting every configured channel."""
+        if settings.rules is not None:
+            return cls(settings.rules)
+        every_channel = tuple(settings.channels)
+        return cls(tuple(rule.model_copy(update={"notify": every_channel}) for rule in default_rules()))
 
     def evaluate(self, mention: Mention) -> list[FlagDraft]:
         drafts = []

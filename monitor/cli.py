@@ -221,6 +221,8 @@ def sources(ctx: Context, fmt: str) -> None:
     from monitor.status import source_health
 
     rows = source_health(ctx.settings, ctx.db)
+    if fmt == "table":  # people see why a source does not run where its error would be
+        rows = [{**row, "last_error": row["last_error"] or row["disabled_reason"]} for row in rows]
     render(rows, fmt, table_columns=SOURCE_TABLE, title="sources", out=sys.stdout)
 
 

@@ -82,6 +82,8 @@ def configure(level: str = "WARNING", fmt: str = "human") -> None:
     handler._monitor = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Migrations announce themselves at INFO on every start; only their problems matter here.
+    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
 
 
 def redact_secrets(secrets: Iterable[str]) -> RedactSecrets:

@@ -17,7 +17,16 @@ FORMATS = ("table", "json", "csv")
 
 MENTION_TABLE = ("id", "published_at", "brand", "source", "author", "lang", "text")
 REPORT_TABLE = ("flag_id", "case_id", "severity", "rule", "brand", "author", "status", "text", "why")
-SOURCE_TABLE = ("source", "stream", "last_ok_at", "last_error", "errors", "next_poll_at", "mentions")
+SOURCE_TABLE = (
+    "source",
+    "stream",
+    "status",
+    "last_ok_at",
+    "last_error",
+    "errors",
+    "next_poll_at",
+    "mentions",
+)
 
 
 def explain(explanation: dict[str, Any] | None) -> str:

@@ -191,3 +191,20 @@ def test_csv_neutralizes_spreadsheet_formulas() -> None:
     )
     row = next(csv.DictReader(io.StringIO(out)))
     assert row == {"text": '\'=HYPERLINK("http://evil")', "author": "'@bob"}
+
+
+def test_sources_table_says_why_a_source_is_disabled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "monitor.yaml"
+    path.write_text(
+        json.dumps(
+            {
+                "database": f"sqlite:///{tmp_path / 'm.db'}",
+                "brands": [{"name": "Bouygues Telecom"}],
+                "sources": [{"type": "twitter", "name": "x", "bearer_token": "${X_BEARER_TOKEN:-}"}],
+            }
+        )
+    )
+    code, out, _ = run(capsys, "--config", str(path), "sources")
+    assert code == 0 and "disabled" in out and "X_BEARER_TOKEN" in " ".join(out.split())

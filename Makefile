@@ -26,11 +26,13 @@ demo: install
 test: install
 	$(BIN)/ruff check monitor tests
 	$(BIN)/ruff format --check monitor tests
+	$(BIN)/mypy monitor
 	$(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check monitor tests
 	$(BIN)/ruff format --check monitor tests
+	$(BIN)/mypy monitor
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

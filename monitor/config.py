@@ -12,29 +12,33 @@ import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from monitor.alerts import CHANNEL_TYPES
+from monitor.alerts import CHANNEL_TYPES, ChannelConfig
 from monitor.alerts.base import Severity
 from monitor.confbase import Duration, Frozen
 from monitor.errors import ConfigError
-from monitor.sources import SOURCE_TYPES
+from monitor.sources import SOURCE_TYPES, SourceConfig
 
 DEFAULT_PATH = "monitor.yaml"
 DEFAULT_DATABASE = "sqlite:///monitor.db"
 _ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
-SourceSettings = Annotated[
-    Union[tuple(cls.Config for cls in SOURCE_TYPES.values())],  # noqa: UP007 - built from the registry
-    Field(discriminator="type"),
-]
-ChannelSettings = Annotated[
-    Union[tuple(CHANNEL_TYPES.values())],  # noqa: UP007
-    Field(discriminator="type"),
-]
+if TYPE_CHECKING:  # the real unions are built from the registries below
+    SourceSettings = SourceConfig
+    ChannelSettings = ChannelConfig
+else:
+    SourceSettings = Annotated[
+        Union[tuple(cls.Config for cls in SOURCE_TYPES.values())],  # noqa: UP007 - built from the registry
+        Field(discriminator="type"),
+    ]
+    ChannelSettings = Annotated[
+        Union[tuple(CHANNEL_TYPES.values())],  # noqa: UP007
+        Field(discriminator="type"),
+    ]
 
 
 class Brand(Frozen):

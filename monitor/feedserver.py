@@ -67,6 +67,7 @@ class FeedServer:
 
     def url(self, path: str) -> str:
         host, port = self._httpd.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host
         return f"http://{host}:{port}{path}"
 
     def hits_for(self, path: str) -> list[Hit]:

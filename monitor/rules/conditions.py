@@ -163,7 +163,7 @@ def _sentiment_at_most(argument: Any, path: str, file: str) -> Condition:
     )
 
 
-def _flag(name: str, label: str, attribute: Callable[[Mention], bool]) -> None:
+def _flag(name: str, label: str, attribute: Callable[[Mention], bool | None]) -> None:
     def compile_flag(argument: Any, path: str, file: str) -> Condition:
         if not isinstance(argument, bool):
             raise ConfigError("expected true or false", file=file, path=path)

@@ -7,6 +7,7 @@ the cursor in one transaction, so a crash never skips or repeats work.
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ class Source(ABC):
     """A collector. Subclasses set `type` and `Config`, and implement `streams` and `fetch`."""
 
     type: ClassVar[str]
-    Config: ClassVar[type[SourceConfig]]
+    Config: ClassVar[builtins.type[SourceConfig]]  # `type` is the class attribute above
 
     def __init__(self, config: SourceConfig, brands: Sequence[Any] = ()) -> None:
         self.config = config

@@ -6,6 +6,7 @@ bytes we fetched ourselves: handed a string, it would read a local file of that 
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import io
 import logging
@@ -63,8 +64,8 @@ def _entry_datetime(entry: Any) -> datetime | None:
         value = entry.get(key)
         if value:
             try:
-                return datetime(*value[:6], tzinfo=UTC)
-            except (TypeError, ValueError):
+                return datetime.fromtimestamp(calendar.timegm(value), UTC)
+            except (TypeError, ValueError, OverflowError):
                 continue
     return None
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -112,7 +112,7 @@ def _mention_dict(row: MentionRow) -> dict[str, Any]:
 
 def list_mentions(session: Session, filters: Filters = Filters()) -> list[dict[str, Any]]:
     """Stored mentions, newest first."""
-    query: Select[tuple[MentionRow]] = select(MentionRow)
+    query = select(MentionRow)
     if filters.brand:
         query = query.where(MentionRow.brand == filters.brand)
     if filters.source:

@@ -9,10 +9,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from monitor.confbase import severity_rank
 from monitor.mention import Mention
 from monitor.storage.tables import OPEN_CASE_STATUSES, CaseEventRow, CaseRow
-
-SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +61,7 @@ def open_or_attach(
         else:
             session.add(CaseEventRow(case_id=case.id, at=now, kind="opened", mention_id=mention.id))
             return CaseUpdate(case.id, opened=True, escalated=False)
-    escalated = SEVERITY_RANK.get(severity, 0) > SEVERITY_RANK.get(case.severity, 0)
+    escalated = severity_rank(severity) > severity_rank(case.severity)
     if escalated:
         case.severity = severity
     case.priority = max(case.priority, priority)

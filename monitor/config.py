@@ -18,8 +18,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from monitor.alerts import CHANNEL_TYPES, ChannelConfig
-from monitor.alerts.base import Severity
-from monitor.confbase import Duration, Frozen
+from monitor.confbase import Duration, Frozen, Severity
 from monitor.errors import ConfigError
 from monitor.sources import SOURCE_TYPES, SourceConfig
 

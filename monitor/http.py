@@ -16,7 +16,9 @@ import httpx
 from monitor import USER_AGENT
 from monitor.errors import FatalSourceError, RetriableSourceError
 
-_SECRET_PARAM = re.compile(r"(?i)((?:api_?)?key|token|secret|password|passwd|sig|signature|auth)=[^&]*")
+_SECRET_PARAM = re.compile(
+    r"(?i)(?<![^&;])((?:api_?|access_)?key|[a-z_]*token|secret|password|passwd|sig|signature|auth)=[^&;]*"
+)
 
 
 def redact_url(url: str) -> str:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 
 @dataclass(slots=True)
@@ -36,4 +35,3 @@ class Mention:
     complaint_score: float | None = None
     churn: bool | None = None
     id: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)

@@ -7,7 +7,7 @@ and the source's cursor is saved in the same transaction as the mentions it cove
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,20 +41,10 @@ class IngestResult:
     flags: int = 0
     cases_opened: int = 0
     alerts_queued: int = 0
-    stored_ids: list[int] = field(default_factory=list)
 
     def add(self, other: IngestResult) -> None:
-        for name in (
-            "received",
-            "unmatched",
-            "duplicates",
-            "stored",
-            "flags",
-            "cases_opened",
-            "alerts_queued",
-        ):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.stored_ids.extend(other.stored_ids)
+        for counter in fields(self):
+            setattr(self, counter.name, getattr(self, counter.name) + getattr(other, counter.name))
 
 
 def normalize(mention: Mention, now: datetime) -> Mention:
@@ -127,7 +117,6 @@ class Pipeline:
         stored = queries.insert_mentions(session, fresh)
         result.stored = len(stored)
         result.duplicates = len(matched) - len(stored)
-        result.stored_ids = [m.id for m in stored if m.id is not None]
         for mention in stored:
             self._flag(session, mention, now, result)
         if stream is not None:

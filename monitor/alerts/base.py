@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-from monitor.confbase import Frozen
-
-Severity = Literal["low", "medium", "high", "critical"]
-SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
+from monitor.confbase import Frozen, Severity
 
 
 class ChannelConfig(Frozen):

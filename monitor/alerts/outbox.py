@@ -10,12 +10,13 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from monitor.alerts.base import SEVERITIES, ChannelConfig
+from monitor.alerts.base import ChannelConfig
+from monitor.confbase import severity_rank
 from monitor.storage.tables import OutboxRow
 
 
 def wants(channel: ChannelConfig, severity: str) -> bool:
-    return SEVERITIES.index(severity) >= SEVERITIES.index(channel.min_severity)  # type: ignore[arg-type]
+    return severity_rank(severity) >= severity_rank(channel.min_severity)
 
 
 def enqueue_flag(

@@ -10,11 +10,10 @@ from typing import Any
 
 import yaml
 
+from monitor.confbase import severity_rank
 from monitor.config import Rule, Settings
 from monitor.mention import Mention
 from monitor.rules.conditions import Condition, compile_condition
-
-SEVERITY_WEIGHT = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +42,7 @@ def default_rules() -> tuple[Rule, ...]:
 def priority(severity: str, followers: int | None) -> float:
     """Severity first, then reach: a critical post outranks any high one; followers break ties."""
     reach = math.log10(1 + max(0, followers or 0))  # 0 .. ~8
-    return round(SEVERITY_WEIGHT.get(severity, 1) * 10 + min(reach, 9.99), 2)
+    return round(max(severity_rank(severity), 1) * 10 + min(reach, 9.99), 2)
 
 
 class RuleSet:

@@ -73,9 +73,7 @@ class Database:
 
     @property
     def is_sqlite(self) -> bool:
-        return (
-            self.engine.dialect.name == "sqlite" if hasattr(self, "engine") else self.url.startswith("sqlite")
-        )
+        return self.url.startswith("sqlite")
 
     @contextmanager
     def session(self) -> Iterator[Session]:

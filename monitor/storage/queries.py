@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -110,13 +110,17 @@ def _mention_dict(row: MentionRow) -> dict[str, Any]:
     }
 
 
-def list_mentions(session: Session, filters: Filters = Filters()) -> list[dict[str, Any]]:
-    """Stored mentions, newest first."""
-    query = select(MentionRow)
+def _where_mention(query: Any, filters: Filters) -> Any:
     if filters.brand:
         query = query.where(MentionRow.brand == filters.brand)
     if filters.source:
         query = query.where(MentionRow.source == filters.source)
+    return query
+
+
+def list_mentions(session: Session, filters: Filters = Filters()) -> list[dict[str, Any]]:
+    """Stored mentions, newest first."""
+    query = _where_mention(select(MentionRow), filters)
     if filters.since:
         query = query.where(MentionRow.collected_at >= filters.since)
     query = query.order_by(MentionRow.published_at.desc().nulls_last(), MentionRow.id.desc())
@@ -128,11 +132,7 @@ def list_mentions(session: Session, filters: Filters = Filters()) -> list[dict[s
 def flagged_posts(session: Session, filters: Filters = Filters()) -> list[dict[str, Any]]:
     """Flagged posts with their case, most urgent first (priority, then newest)."""
     query = select(FlagRow, MentionRow, CaseRow).join(MentionRow, FlagRow.mention_id == MentionRow.id)
-    query = query.outerjoin(CaseRow, FlagRow.case_id == CaseRow.id)
-    if filters.brand:
-        query = query.where(MentionRow.brand == filters.brand)
-    if filters.source:
-        query = query.where(MentionRow.source == filters.source)
+    query = _where_mention(query.outerjoin(CaseRow, FlagRow.case_id == CaseRow.id), filters)
     if filters.since:
         query = query.where(FlagRow.created_at >= filters.since)
     if filters.severity:
@@ -166,8 +166,6 @@ def flagged_posts(session: Session, filters: Filters = Filters()) -> list[dict[s
 
 
 def count_mentions(session: Session, sources: Iterable[str] | None = None) -> int:
-    from sqlalchemy import func
-
     query = select(func.count()).select_from(MentionRow)
     if sources is not None:
         query = query.where(MentionRow.source.in_(list(sources)))

@@ -102,3 +102,15 @@ def test_cursor_round_trip(db: Database) -> None:
         (row,) = state.all_states(session)
         assert row.cursor == {"etag": '"abc"', "last_modified": "x"}
         assert row.last_error == "HTTP 500" and row.consecutive_errors == 1 and row.mentions_total == 3
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from sqlalchemy import text
+
+    database = Database(f"sqlite:///{Path(str(tmp_path)) / 'wal.db'}")
+    with database.engine.connect() as connection:
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    database.dispose()

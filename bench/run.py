@@ -1,0 +1,148 @@
+"""Benchmarks: the ingest path against baselines measured in the same run.
+
+    python bench/run.py [--quick] [--json]
+
+Numbers are reported as ratios to a baseline run on the same machine in the same process, because
+these machines are shared and noisy. Inputs: real French telecom tweets from ../shared/data when
+present (seeded sample), else seeded synthetic text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from monitor.config import settings_from_dict
+from monitor.mention import Mention
+from monitor.pipeline import Pipeline
+from monitor.storage.db import Database
+from monitor.storage.queries import MENTION_COLUMNS
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "fr-telecom-tweets" / "unlabelled.csv"
+BATCH = 100  # what a feed page or an X search page yields
+
+
+def texts(count: int, seed: int = 7) -> list[str]:
+    rng = random.Random(seed)
+    if SHARED.exists():
+        with SHARED.open(encoding="utf-8") as handle:
+            pool = [row["text"] for row in csv.DictReader(handle)]
+    else:
+        words = [
+            "réseau",
+            "panne",
+            "fibre",
+            "box",
+            "client",
+            "service",
+            "facture",
+            "résilier",
+            "merci",
+            "appel",
+            "débit",
+            "mobile",
+        ]
+        pool = [" ".join(rng.choice(words) for _ in range(18)) for _ in range(2000)]
+    return [f"Freebox {rng.choice(pool)}" for _ in range(count)]
+
+
+def mentions(corpus: list[str], prefix: str) -> list[Mention]:
+    return [
+        Mention(source="bench", external_id=f"{prefix}{i}", text=text, author_id=f"x:{i % 500}")
+        for i, text in enumerate(corpus)
+    ]
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def bench_ingest(count: int) -> list[dict[str, object]]:
+    corpus = texts(count)
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = settings_from_dict(
+            {
+                "database": f"sqlite:///{tmp}/ingest.db",
+                "brands": [{"name": "Free", "aliases": ["Freebox", "Free Mobile"]}],
+            }
+        )
+        db = Database(settings.database)
+        pipeline = Pipeline(settings)
+        batches = mentions(corpus, "p")
+        now = datetime.now(UTC)
+
+        def ingest() -> None:
+            for start in range(0, count, BATCH):
+                with db.session() as session:
+                    pipeline.ingest(
+                        session, batches[start : start + BATCH], source="bench", stream="s", now=now
+                    )
+
+        ingest_seconds = timed(ingest)
+        db.dispose()
+
+        # Baseline: the storage limit, a raw executemany of the same rows into the same table.
+        raw_rows = [
+            tuple(
+                {"brand": "Free", "collected_at": now.isoformat(sep=" ")}.get(column, getattr(m, column))
+                for column in MENTION_COLUMNS
+            )
+            for m in mentions(corpus, "r")
+        ]
+        connection = sqlite3.connect(f"{tmp}/ingest.db")
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        statement = f"INSERT INTO mentions ({', '.join(MENTION_COLUMNS)}) VALUES ({', '.join('?' for _ in MENTION_COLUMNS)})"
+
+        def raw() -> None:
+            for start in range(0, count, BATCH):
+                with connection:
+                    connection.executemany(statement, raw_rows[start : start + BATCH])
+
+        raw_seconds = timed(raw)
+        connection.close()
+    ingest_rate, raw_rate = count / ingest_seconds, count / raw_seconds
+    return [
+        {
+            "name": "ingest",
+            "value": round(ingest_rate),
+            "unit": "mentions/s",
+            "baseline": round(raw_rate),
+            "ratio": round(ingest_rate / raw_rate, 3),
+            "target": None,
+            "ok": None,
+            "note": f"{count} mentions in batches of {BATCH} into SQLite; baseline = raw executemany, same rows",
+        }
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small inputs (seconds)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    args = parser.parse_args(argv)
+    results = bench_ingest(2_000 if args.quick else 20_000)
+    for result in results:
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(
+                f"{result['name']:<10} {result['value']:>10} {result['unit']:<12} baseline {result['baseline']:>10}"
+                f"  ratio {result['ratio']:.3f}  ({result['note']})"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

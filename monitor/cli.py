@@ -222,8 +222,22 @@ def sources(ctx: Context, fmt: str) -> None:
 
     rows = source_health(ctx.settings, ctx.db)
     if fmt == "table":  # people see why a source does not run where its error would be
-        rows = [{**row, "last_error": row["last_error"] or row["disabled_reason"]} for row in rows]
+        rows = [
+            {
+                **row,
+                "last_error": row["disabled_reason"] or row["parked_reason"] or row["last_error"],
+                "reads": _reads_cell(row),
+            }
+            for row in rows
+        ]
     render(rows, fmt, table_columns=SOURCE_TABLE, title="sources", out=sys.stdout)
+
+
+def _reads_cell(row: dict[str, Any]) -> str:
+    if not row.get("reads_this_month") and not row.get("monthly_read_cap"):
+        return ""
+    cap = f"/{row['monthly_read_cap']}" if row.get("monthly_read_cap") else ""
+    return f"{row['reads_this_month']}{cap} (${row['estimated_cost']:.2f})"
 
 
 @cli.group()

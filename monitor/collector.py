@@ -20,6 +20,7 @@ from monitor.storage import state
 from monitor.storage.db import Database
 
 log = logging.getLogger(__name__)
+MAX_BACKOFF = timedelta(hours=1)
 Clock = Callable[[], datetime]
 
 
@@ -35,6 +36,7 @@ class StreamReport:
     received: int = 0
     not_modified: bool = False
     error: str | None = None
+    parked: str | None = None
 
 
 @dataclass(slots=True)
@@ -111,45 +113,90 @@ class Collector:
         return min(times) if times else None
 
     def poll(self, source: Source, report: CycleReport | None = None) -> CycleReport:
+        """Poll each stream of one source, then schedule each stream's next poll."""
         report = report if report is not None else CycleReport()
-        streams = source.streams()
-        for stream in streams:
-            report.streams.append(self._poll_stream(source, stream, report.totals))
-        jitter = self.settings.poll_jitter.total_seconds() * random.random()
-        next_poll = self.clock() + source.config.every + timedelta(seconds=jitter)
-        with self.db.session() as session:
-            state.schedule_next(session, source.name, streams, next_poll)
+        for stream in source.streams():
+            line = self._poll_stream(source, stream, report.totals)
+            report.streams.append(line)
         return report
+
+    def _next_poll(self, source: Source, errors: int, parked_until: datetime | None) -> datetime:
+        """On success: `every` plus jitter. On failure: exponential backoff (capped), with jitter."""
+        now = self.clock()
+        if parked_until is not None and parked_until > now:
+            return parked_until
+        every = source.config.every
+        if errors:
+            delay = min(every * 2 ** min(errors - 1, 10), max(every, MAX_BACKOFF))
+            return now + delay * random.uniform(0.8, 1.2)
+        return now + every + self.settings.poll_jitter * random.random()
 
     def _poll_stream(self, source: Source, stream: str, totals: IngestResult) -> StreamReport:
         line = StreamReport(source.name, stream)
+        now = self.clock()
+        fingerprint = source.fingerprint()
+        cap = source.config.monthly_read_cap
+        limit: int | None = None
         with self.db.session() as session:
-            cursor = state.load_cursor(session, source.name, stream)
+            row = state.get_state(session, source.name, stream)
+            cursor = dict(row.cursor or {})
+            line.parked = state.parked_reason(row, now, fingerprint)
+            if line.parked is None and cap is not None:
+                used = state.reads_this_month(session, source.name, now)
+                if used >= cap:
+                    reason = f"monthly read cap reached ({used}/{cap} posts read this month)"
+                    state.park(session, source.name, stream, reason, state.next_month(now))
+                    line.parked = f"{reason}; resumes {state.next_month(now):%Y-%m-%d}"
+                limit = cap - used
+            if line.parked is not None:
+                state.schedule(session, source.name, stream, self._next_poll(source, 0, row.parked_until))
+        if line.parked is not None:
+            log.info("source %s [%s] skipped: %s", source.name, stream, line.parked)
+            return line
+        retry_at: datetime | None = None
+        fatal = False
         try:
-            for batch in source.fetch(stream, cursor):
+            for batch in source.fetch(stream, cursor, limit=limit):
                 line.not_modified = batch.not_modified
                 with self.db.session() as session:
+                    batch_time = self.clock()
                     result = self.pipeline.ingest(
                         session,
                         batch.mentions,
                         source=source.name,
                         stream=batch.stream,
                         cursor=batch.cursor,
-                        now=self.clock(),
+                        now=batch_time,
                         brands=source.config.brands,
                     )
+                    if batch.reads:
+                        state.add_reads(session, source.name, batch_time, batch.reads)
+                    state.record_warning(session, source.name, stream, batch.warning)
+                if batch.warning:
+                    log.warning("source %s [%s]: %s", source.name, stream, batch.warning)
                 line.received += result.received
                 line.stored += result.stored
                 totals.add(result)
         except SourceError as exc:
-            line.error = str(exc)
+            line.error, retry_at, fatal = str(exc), exc.retry_at, not exc.retriable
         except Exception as exc:
             log.exception("source %s crashed on %s", source.name, stream)
             line.error = f"internal error ({type(exc).__name__}: {exc}); please report it"
+        with self.db.session() as session:
+            errors = 0
+            if line.error:
+                errors = state.record_failure(
+                    session,
+                    source.name,
+                    stream,
+                    line.error,
+                    self.clock(),
+                    park_until=retry_at,
+                    park_fingerprint=fingerprint if fatal and retry_at is None else None,
+                )
+            state.schedule(session, source.name, stream, self._next_poll(source, errors, retry_at))
         if line.error:
-            log.warning("source %s: %s", source.name, line.error)
-            with self.db.session() as session:
-                state.record_failure(session, source.name, stream, line.error, self.clock())
+            log.warning("source %s [%s]: %s", source.name, stream, line.error)
         else:
             log.info("source %s: %d new of %d from %s", source.name, line.stored, line.received, stream)
         return line

@@ -12,6 +12,8 @@ MonitorError
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class MonitorError(Exception):
     """Base of every error the product raises on purpose."""
@@ -32,9 +34,17 @@ class StorageError(MonitorError):
 
 
 class SourceError(MonitorError):
-    """A source failed for this poll; its cursor does not move and other sources go on."""
+    """A source failed for this poll; its cursor does not move and other sources go on.
+
+    `retry_at` (e.g. an API's rate-limit reset) parks the stream until then. A non-retriable
+    error parks it until its config changes.
+    """
 
     retriable = True
+
+    def __init__(self, message: str, *, retry_at: datetime | None = None) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
 
 
 class RetriableSourceError(SourceError):

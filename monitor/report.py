@@ -26,6 +26,7 @@ SOURCE_TABLE = (
     "errors",
     "next_poll_at",
     "mentions",
+    "reads",
 )
 
 

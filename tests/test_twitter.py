@@ -331,10 +331,10 @@ def test_a_failure_mid_pagination_resumes_with_no_gap_and_no_duplicate(
         serve(rsps, {"title": "Service Unavailable"}, next_token=token, status=503)
         report = collector.collect()
 
-        assert [e.error for e in report.errors] == ["X API server error (503); will retry"]
+        assert [e.error for e in report.errors] == ["source x: X API server error (503); will retry"]
         assert [r.external_id for r in stored(db)] == non_retweet_ids(page1)
         row = source_state(db)
-        assert row.last_error == "X API server error (503); will retry"
+        assert row.last_error == "source x: X API server error (503); will retry"
         assert row.consecutive_errors == 1
         assert row.cursor == {"since_id": OLD_SINCE_ID, "newest_id": newest, "next_token": token}
 
@@ -522,7 +522,7 @@ def test_a_network_failure_is_retriable_and_names_no_secret(
     with pytest.raises(RetriableSourceError) as caught:
         list(make_source().fetch("search", {}))
 
-    assert str(caught.value) == "network error calling the X API: ConnectionError"
+    assert str(caught.value) == "source x: network error calling the X API: ConnectionError"
 
 
 @pytest.mark.parametrize(

@@ -8,13 +8,15 @@ the cursor in one transaction, so a crash never skips or repeats work.
 from __future__ import annotations
 
 import builtins
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from monitor.confbase import Duration, Frozen
 from monitor.mention import Mention
@@ -28,6 +30,8 @@ class SourceConfig(Frozen):
     every: Duration = timedelta(minutes=15)
     enabled: bool = True
     brands: tuple[str, ...] = ()
+    monthly_read_cap: int | None = Field(default=None, gt=0)
+    price_per_read: float = Field(default=0.0, ge=0)
 
 
 @dataclass(slots=True)
@@ -38,6 +42,8 @@ class Batch:
     cursor: dict[str, Any]
     mentions: list[Mention] = field(default_factory=list)
     not_modified: bool = False
+    reads: int = 0  # posts the provider bills for (retweets included), for the monthly cap
+    warning: str | None = None  # a partial failure that did not stop the batch
 
 
 class Source(ABC):
@@ -54,6 +60,18 @@ class Source(ABC):
     def name(self) -> str:
         return self.config.name
 
+    def fingerprint(self) -> str:
+        """A hash of this source's settings (secrets included, never stored in clear).
+
+        A stream parked "until the config changes" is retried when this changes.
+        """
+
+        def reveal(value: Any) -> Any:
+            return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+        settings = json.dumps(self.config.model_dump(), default=reveal, sort_keys=True)
+        return hashlib.sha256(settings.encode()).hexdigest()
+
     def disabled_reason(self) -> str | None:
         """Why this source cannot run (e.g. missing credentials), or None when it can."""
         return None if self.config.enabled else "disabled in config (enabled: false)"
@@ -63,11 +81,12 @@ class Source(ABC):
         """The independent cursors of this source (one per feed URL, one per API endpoint...)."""
 
     @abstractmethod
-    def fetch(self, stream: str, cursor: dict[str, Any]) -> Iterator[Batch]:
+    def fetch(self, stream: str, cursor: dict[str, Any], limit: int | None = None) -> Iterator[Batch]:
         """Yield batches of new mentions, each with the cursor that follows it.
 
-        Raise a `SourceError` on failure: batches already yielded are kept, the rest is retried
-        from the last saved cursor on the next poll.
+        `limit` is how many billed reads are left this month (None: no cap); a source that bills
+        per read must not exceed it. Raise a `SourceError` on failure: batches already yielded are
+        kept, the rest is retried from the last saved cursor on the next poll.
         """
 
     def close(self) -> None:  # noqa: B027 - optional hook

@@ -130,7 +130,7 @@ class RssSource(Source):
     def streams(self) -> list[str]:
         return list(dict.fromkeys(self.config.urls))
 
-    def fetch(self, stream: str, cursor: dict[str, Any]) -> Iterator[Batch]:
+    def fetch(self, stream: str, cursor: dict[str, Any], limit: int | None = None) -> Iterator[Batch]:
         headers: dict[str, str] = {
             "Accept": "application/atom+xml, application/rss+xml, application/xml;q=0.9, */*;q=0.5"
         }

@@ -1,4 +1,4 @@
-"""X (Twitter) recent search on API v2, through tweepy.
+"""X (Twitter) on API v2 through tweepy: recent search, and optionally the brand's mention timeline.
 
 The stream cursor is `since_id` (the newest stored tweet). Pages come newest first, so while a
 poll is paginating the cursor keeps the old `since_id` plus the `next_token` to resume from; only
@@ -12,13 +12,14 @@ newer than that `since_id`, and the pipeline skips what is already stored) inste
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import requests
 import tweepy
 from pydantic import Field, SecretStr
+from requests.adapters import HTTPAdapter
 
 from monitor.confbase import Duration
 from monitor.errors import FatalSourceError, RetriableSourceError
@@ -29,6 +30,7 @@ TWEET_FIELDS = (
     "created_at,lang,conversation_id,public_metrics,referenced_tweets,in_reply_to_user_id,author_id"
 )
 USER_FIELDS = "username,name,verified,public_metrics"
+MIN_RESULTS = 10  # recent search refuses max_results below 10
 
 
 class TwitterConfig(SourceConfig):
@@ -37,6 +39,21 @@ class TwitterConfig(SourceConfig):
     bearer_token: SecretStr | None = None
     query: str | None = Field(default=None, max_length=4096)
     max_pages: int = Field(default=5, ge=1, le=100)
+    mentions_of: str | None = Field(default=None, pattern=r"^@?[A-Za-z0-9_]{1,15}$")
+    timeout: Duration = timedelta(seconds=30)
+    price_per_read: float = Field(default=0.005, ge=0)
+
+
+class _TimeoutAdapter(HTTPAdapter):
+    """tweepy has no timeout setting; without one a stalled connection would hang a poll forever."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(max_retries=0)
+        self.timeout = timeout
+
+    def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs["timeout"] = kwargs.get("timeout") or self.timeout
+        return super().send(request, **kwargs)
 
 
 def default_query(brands: Sequence[Any]) -> str:
@@ -92,7 +109,8 @@ class TwitterSource(Source):
         return None
 
     def streams(self) -> list[str]:
-        return ["search"]
+        handle = self.config.mentions_of
+        return ["search", *([f"mentions:@{handle.lstrip('@')}"] if handle else [])]
 
     def _api(self) -> tweepy.Client:
         if self._client is None:
@@ -102,67 +120,128 @@ class TwitterSource(Source):
                 return_type=dict,
                 wait_on_rate_limit=False,
             )
+            adapter = _TimeoutAdapter(self.config.timeout.total_seconds())
+            self._client.session.mount("https://", adapter)
+            self._client.session.mount("http://", adapter)
         return self._client
 
-    def fetch(self, stream: str, cursor: dict[str, Any]) -> Iterator[Batch]:
+    def fetch(self, stream: str, cursor: dict[str, Any], limit: int | None = None) -> Iterator[Batch]:
+        """Pages newest first; `since_id` moves to the newest id only after the last page."""
         since_id = cursor.get("since_id")
         newest = cursor.get("newest_id")
         token = cursor.get("next_token")
+        user_id = cursor.get("user_id")
+        if stream.startswith("mentions:") and not user_id:
+            user_id = self._user_id(stream.split(":", 1)[1].lstrip("@"))
+        remaining = limit
         for _page in range(self.config.max_pages):
+            if remaining is not None and remaining < MIN_RESULTS:
+                return  # the monthly cap would be exceeded by another page
+            page_size = 100 if remaining is None else min(100, remaining)
             try:
-                body = self._search(since_id, token)
+                body = self._page(stream, user_id, since_id, token, page_size)
             except _StaleSinceId:
                 since_id = newest = token = None
-                body = self._search(None, None)
+                body = self._page(stream, user_id, None, None, page_size)
             meta = body.get("meta") or {}
             newest = newest or meta.get("newest_id")
-            users = {str(u["id"]): u for u in (body.get("includes") or {}).get("users") or ()}
-            mentions = [m for t in body.get("data") or () if (m := tweet_to_mention(self.name, t, users))]
+            tweets = [t for t in body.get("data") or () if isinstance(t, dict) and t.get("id")]
+            users = {str(u.get("id")): u for u in (body.get("includes") or {}).get("users") or ()}
+            mentions = [m for t in tweets if (m := tweet_to_mention(self.name, t, users))]
             token = meta.get("next_token")
             if token:
                 next_cursor = {"since_id": since_id, "newest_id": newest, "next_token": token}
             else:
                 next_cursor = {"since_id": newest or since_id}
-            yield Batch(stream=stream, cursor={k: v for k, v in next_cursor.items() if v}, mentions=mentions)
+            next_cursor["user_id"] = user_id
+            if remaining is not None:
+                remaining -= len(tweets)
+            yield Batch(
+                stream=stream,
+                cursor={k: v for k, v in next_cursor.items() if v},
+                mentions=mentions,
+                reads=len(tweets),
+                warning=_partial_errors(body),
+            )
             if not token:
                 return
 
-    def _search(self, since_id: str | None, token: str | None) -> dict[str, Any]:
-        try:
-            result = self._api().search_recent_tweets(
-                self.query,
-                since_id=since_id,
-                next_token=token,
-                max_results=100,
-                expansions="author_id",
-                tweet_fields=TWEET_FIELDS,
-                user_fields=USER_FIELDS,
+    def _page(
+        self, stream: str, user_id: str | None, since_id: str | None, token: str | None, size: int
+    ) -> dict[str, Any]:
+        fields = {"expansions": "author_id", "tweet_fields": TWEET_FIELDS, "user_fields": USER_FIELDS}
+        if stream == "search":
+            return self._call(
+                lambda api: api.search_recent_tweets(
+                    self.query, since_id=since_id, next_token=token, max_results=max(size, 10), **fields
+                ),
+                since_id,
             )
+        return self._call(
+            lambda api: api.get_users_mentions(
+                user_id, since_id=since_id, pagination_token=token, max_results=max(size, 5), **fields
+            ),
+            since_id,
+        )
+
+    def _user_id(self, username: str) -> str:
+        body = self._call(lambda api: api.get_user(username=username), None)
+        user_id = (body.get("data") or {}).get("id")
+        if not user_id:
+            raise FatalSourceError(
+                f"source {self.name}: X account @{username} not found (check mentions_of): {_partial_errors(body)}"
+            )
+        return str(user_id)
+
+    def _call(self, request: Callable[[tweepy.Client], Any], since_id: str | None) -> dict[str, Any]:
+        """Run one API call; translate every failure into a SourceError that says what to do."""
+        where = f"source {self.name}"
+        try:
+            result = request(self._api())
         except tweepy.TooManyRequests as exc:
             reset = exc.response.headers.get("x-rate-limit-reset") if exc.response is not None else None
-            until = (
-                datetime.fromtimestamp(int(reset), UTC).isoformat() if reset and reset.isdigit() else "later"
-            )
-            raise RetriableSourceError(f"X API rate limit reached (429); resets at {until}") from None
-        except (tweepy.Unauthorized, tweepy.Forbidden) as exc:
+            retry_at = datetime.fromtimestamp(int(reset), UTC) if reset and reset.isdigit() else None
+            until = retry_at.isoformat() if retry_at else "later"
+            raise RetriableSourceError(
+                f"{where}: X API rate limit reached (429); resets at {until}", retry_at=retry_at
+            ) from None
+        except tweepy.Unauthorized as exc:
             raise FatalSourceError(
-                f"X API refused the request ({exc.response.status_code}): {_detail(exc)}"
+                f"{where}: X API refused the bearer token (401): {_detail(exc)}; "
+                "check X_BEARER_TOKEN (or bearer_token)"
+            ) from None
+        except tweepy.Forbidden as exc:
+            raise FatalSourceError(
+                f"{where}: X API forbids this request (403): {_detail(exc)}; "
+                "check the app's access level and that it is attached to a project"
             ) from None
         except tweepy.BadRequest as exc:
             if since_id and any(
                 isinstance(e, dict) and "since_id" in (e.get("parameters") or {}) for e in exc.api_errors
             ):
                 raise _StaleSinceId(f"X API refused since_id {since_id}: {_detail(exc)}") from None
-            raise FatalSourceError(f"X API rejected the query {self.query!r}: {_detail(exc)}") from None
+            raise FatalSourceError(
+                f"{where}: X API rejected the query {self.query!r}: {_detail(exc)}"
+            ) from None
         except tweepy.TwitterServerError as exc:
             raise RetriableSourceError(
-                f"X API server error ({exc.response.status_code}); will retry"
+                f"{where}: X API server error ({exc.response.status_code}); will retry"
             ) from None
         except tweepy.HTTPException as exc:
-            raise RetriableSourceError(f"X API error: {_detail(exc)}") from None
+            raise RetriableSourceError(f"{where}: X API error: {_detail(exc)}") from None
+        except requests.JSONDecodeError:
+            raise RetriableSourceError(f"{where}: X API returned malformed JSON; will retry") from None
+        except requests.Timeout:
+            raise RetriableSourceError(
+                f"{where}: X API timed out after {self.config.timeout.total_seconds():g}s; will retry"
+            ) from None
         except requests.RequestException as exc:
-            raise RetriableSourceError(f"network error calling the X API: {type(exc).__name__}") from None
-        return result if isinstance(result, dict) else {}
+            raise RetriableSourceError(
+                f"{where}: network error calling the X API: {type(exc).__name__}"
+            ) from None
+        if not isinstance(result, dict):
+            raise RetriableSourceError(f"{where}: X API returned an unexpected payload; will retry")
+        return result
 
     def close(self) -> None:
         if self._client is not None:
@@ -171,6 +250,16 @@ class TwitterSource(Source):
 
 class _StaleSinceId(FatalSourceError):
     """X refused the saved since_id (older than the 7-day search window); `fetch` restarts without it."""
+
+
+def _partial_errors(body: dict[str, Any]) -> str | None:
+    """X may return `errors` next to `data` (e.g. a deleted author): keep the data, report these."""
+    errors = [e for e in body.get("errors") or () if isinstance(e, dict)]
+    if not errors:
+        return None
+    details = "; ".join(str(e.get("detail") or e.get("title") or e) for e in errors[:3])
+    more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
+    return f"X API returned {len(errors)} partial error(s) with the data: {details}{more}"
 
 
 def _detail(exc: tweepy.HTTPException) -> str:

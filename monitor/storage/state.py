@@ -1,14 +1,17 @@
-"""Per-stream source state: the cursor, and the health shown by `monitor sources`."""
+"""Per-stream source state: the cursor, health, parking, and monthly read counts.
+
+This is what `monitor sources` shows, and what decides whether a stream is polled at all.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from monitor.storage.tables import SourceStateRow
+from monitor.storage.tables import SourceStateRow, SourceUsageRow
 
 
 def get_state(session: Session, source: str, stream: str) -> SourceStateRow:
@@ -30,6 +33,23 @@ def load_cursor(session: Session, source: str, stream: str) -> dict[str, Any]:
     return dict(row or {})
 
 
+def parked_reason(row: SourceStateRow, now: datetime, fingerprint: str) -> str | None:
+    """Why this stream must not be polled now, or None.
+
+    Parked until a time (rate limit, monthly cap): until that time. Parked without a time
+    (credentials refused): until the source's settings change.
+    """
+    if not row.parked_reason:
+        return None
+    if row.parked_until is not None:
+        if row.parked_until > now:
+            return f"{row.parked_reason} (parked until {row.parked_until:%Y-%m-%d %H:%M} UTC)"
+        return None
+    if row.config_fingerprint == fingerprint:
+        return f"{row.parked_reason} (parked until its settings change)"
+    return None
+
+
 def record_success(
     session: Session, source: str, stream: str, cursor: dict[str, Any], now: datetime, new_mentions: int
 ) -> None:
@@ -41,22 +61,79 @@ def record_success(
     row.last_error = None
     row.consecutive_errors = 0
     row.parked_until = None
+    row.parked_reason = None
+    row.config_fingerprint = None
     row.mentions_total = (row.mentions_total or 0) + new_mentions
 
 
-def record_failure(session: Session, source: str, stream: str, error: str, now: datetime) -> None:
-    """Keep the cursor where it is; remember why this poll failed."""
+def record_warning(session: Session, source: str, stream: str, warning: str | None) -> None:
+    get_state(session, source, stream).last_warning = warning[:2000] if warning else None
+
+
+def record_failure(
+    session: Session,
+    source: str,
+    stream: str,
+    error: str,
+    now: datetime,
+    *,
+    park_until: datetime | None = None,
+    park_fingerprint: str | None = None,
+) -> int:
+    """Keep the cursor where it is; remember why this poll failed. Returns the error count."""
     row = get_state(session, source, stream)
     row.last_poll_at = now
     row.last_error = error[:2000]
     row.last_error_at = now
     row.consecutive_errors = (row.consecutive_errors or 0) + 1
+    if park_until is not None or park_fingerprint is not None:
+        row.parked_reason = error[:2000]
+        row.parked_until = park_until
+        row.config_fingerprint = park_fingerprint
+    return row.consecutive_errors
 
 
-def schedule_next(session: Session, source: str, streams: list[str], next_poll_at: datetime) -> None:
-    for stream in streams:
-        get_state(session, source, stream).next_poll_at = next_poll_at
+def park(session: Session, source: str, stream: str, reason: str, until: datetime) -> None:
+    """Hold a healthy stream until `until` (e.g. its monthly read cap is spent)."""
+    row = get_state(session, source, stream)
+    row.parked_reason = reason
+    row.parked_until = until
+    row.config_fingerprint = None
+
+
+def schedule(session: Session, source: str, stream: str, next_poll_at: datetime) -> None:
+    get_state(session, source, stream).next_poll_at = next_poll_at
 
 
 def all_states(session: Session) -> list[SourceStateRow]:
     return list(session.scalars(select(SourceStateRow).order_by(SourceStateRow.source, SourceStateRow.id)))
+
+
+def month_of(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y-%m")
+
+
+def next_month(now: datetime) -> datetime:
+    now = now.astimezone(UTC)
+    return datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC)
+
+
+def reads_this_month(session: Session, source: str, now: datetime) -> int:
+    reads = session.scalar(
+        select(SourceUsageRow.reads).where(
+            SourceUsageRow.source == source, SourceUsageRow.month == month_of(now)
+        )
+    )
+    return int(reads or 0)
+
+
+def add_reads(session: Session, source: str, now: datetime, reads: int) -> None:
+    """Count billed reads in the same transaction as the mentions they produced."""
+    month = month_of(now)
+    row = session.scalar(
+        select(SourceUsageRow).where(SourceUsageRow.source == source, SourceUsageRow.month == month)
+    )
+    if row is None:
+        session.add(SourceUsageRow(source=source, month=month, reads=reads))
+    else:
+        row.reads += reads

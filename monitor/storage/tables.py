@@ -107,7 +107,23 @@ class SourceStateRow(Base):
     consecutive_errors: Mapped[int] = mapped_column(Integer, default=0)
     next_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     parked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    parked_reason: Mapped[str | None] = mapped_column(Text)
+    # Hash of the source's settings when it was parked "until the config changes".
+    config_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    last_warning: Mapped[str | None] = mapped_column(Text)
     mentions_total: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SourceUsageRow(Base):
+    """Posts read (billed) per source and calendar month, for read caps and cost estimates."""
+
+    __tablename__ = "source_usage"
+    __table_args__ = (UniqueConstraint("source", "month"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(64))
+    month: Mapped[str] = mapped_column(String(7))  # 2026-11
+    reads: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class CaseRow(Base):

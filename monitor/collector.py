@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from monitor.config import Settings
-from monitor.errors import SourceError
+from monitor.errors import AccessRefusedError, SourceError
 from monitor.pipeline import IngestResult, Pipeline
 from monitor.sources import Source, build_source
 from monitor.storage import state
@@ -154,7 +154,7 @@ class Collector:
             log.info("source %s [%s] skipped: %s", source.name, stream, line.parked)
             return line
         retry_at: datetime | None = None
-        fatal = False
+        refused = False
         try:
             for batch in source.fetch(stream, cursor, limit=limit):
                 line.not_modified = batch.not_modified
@@ -178,7 +178,7 @@ class Collector:
                 line.stored += result.stored
                 totals.add(result)
         except SourceError as exc:
-            line.error, retry_at, fatal = str(exc), exc.retry_at, not exc.retriable
+            line.error, retry_at, refused = str(exc), exc.retry_at, isinstance(exc, AccessRefusedError)
         except Exception as exc:
             log.exception("source %s crashed on %s", source.name, stream)
             line.error = f"internal error ({type(exc).__name__}: {exc}); please report it"
@@ -192,7 +192,7 @@ class Collector:
                     line.error,
                     self.clock(),
                     park_until=retry_at,
-                    park_fingerprint=fingerprint if fatal and retry_at is None else None,
+                    park_fingerprint=fingerprint if refused else None,
                 )
             state.schedule(session, source.name, stream, self._next_poll(source, errors, retry_at))
         if line.error:

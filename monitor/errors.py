@@ -6,6 +6,7 @@ MonitorError
 ├── SourceError        a source could not be read this cycle
 │   ├── RetriableSourceError   transient (timeout, 5xx, reset): try again next poll
 │   └── FatalSourceError       needs a human (bad URL, 4xx, refused scheme)
+│       └── AccessRefusedError credentials refused: parked until the settings change
 ├── RuleError          a rule cannot be compiled or evaluated
 └── DeliveryError      an alert could not be delivered
 """
@@ -52,7 +53,13 @@ class RetriableSourceError(SourceError):
 
 
 class FatalSourceError(SourceError):
+    """Needs a human (bad URL, 4xx, refused scheme); still retried, with backoff."""
+
     retriable = False
+
+
+class AccessRefusedError(FatalSourceError):
+    """The provider refused our credentials or access level: park until the source's settings change."""
 
 
 class RuleError(MonitorError):

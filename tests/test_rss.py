@@ -297,7 +297,8 @@ def test_broken_feed_is_recorded_and_the_cycle_goes_on(
     capsys.readouterr()
     assert main(["--config", str(config), "sources", "--format", "json"]) == 0
     listed = {row["source"]: row for row in json.loads(capsys.readouterr().out)}
-    assert listed["broken"]["status"] == "error" and expected in listed["broken"]["last_error"]
+    assert listed["broken"]["status"] == "error", listed["broken"]
+    assert expected in listed["broken"]["last_error"]
     assert listed["good"]["status"] == "ok" and listed["good"]["mentions"] == 1
 
 

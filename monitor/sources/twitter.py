@@ -22,7 +22,7 @@ from pydantic import Field, SecretStr
 from requests.adapters import HTTPAdapter
 
 from monitor.confbase import Duration
-from monitor.errors import FatalSourceError, RetriableSourceError
+from monitor.errors import AccessRefusedError, FatalSourceError, RetriableSourceError
 from monitor.mention import Mention
 from monitor.sources.base import Batch, Source, SourceConfig
 
@@ -206,12 +206,12 @@ class TwitterSource(Source):
                 f"{where}: X API rate limit reached (429); resets at {until}", retry_at=retry_at
             ) from None
         except tweepy.Unauthorized as exc:
-            raise FatalSourceError(
+            raise AccessRefusedError(
                 f"{where}: X API refused the bearer token (401): {_detail(exc)}; "
                 "check X_BEARER_TOKEN (or bearer_token)"
             ) from None
         except tweepy.Forbidden as exc:
-            raise FatalSourceError(
+            raise AccessRefusedError(
                 f"{where}: X API forbids this request (403): {_detail(exc)}; "
                 "check the app's access level and that it is attached to a project"
             ) from None

@@ -143,7 +143,7 @@ class Collector:
             line.parked = state.parked_reason(row, now, fingerprint)
             if line.parked is None and cap is not None:
                 used = state.reads_this_month(session, source.name, now)
-                if used >= cap:
+                if cap - used < source.min_request_reads:
                     reason = f"monthly read cap reached ({used}/{cap} posts read this month)"
                     state.park(session, source.name, stream, reason, state.next_month(now))
                     line.parked = f"{reason}; resumes {state.next_month(now):%Y-%m-%d}"
@@ -155,9 +155,11 @@ class Collector:
             return line
         retry_at: datetime | None = None
         refused = False
+        warning: str | None = None  # this poll's, kept over its later clean pages
         try:
             for batch in source.fetch(stream, cursor, limit=limit):
                 line.not_modified = batch.not_modified
+                warning = batch.warning or warning
                 with self.db.session() as session:
                     batch_time = self.clock()
                     result = self.pipeline.ingest(
@@ -171,7 +173,7 @@ class Collector:
                     )
                     if batch.reads:
                         state.add_reads(session, source.name, batch_time, batch.reads)
-                    state.record_warning(session, source.name, stream, batch.warning)
+                    state.record_warning(session, source.name, stream, warning)
                 if batch.warning:
                     log.warning("source %s [%s]: %s", source.name, stream, batch.warning)
                 line.received += result.received

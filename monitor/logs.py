@@ -19,6 +19,10 @@ class RedactSecrets(logging.Filter):
         super().__init__()
         self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
 
+    def add(self, secret: str) -> None:
+        if secret and len(secret) >= 4 and secret not in self.secrets:
+            self.secrets = sorted({*self.secrets, secret}, key=len, reverse=True)
+
     def redact(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, "***")

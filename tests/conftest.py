@@ -1,4 +1,4 @@
-"""Shared fixtures: a database on each backend, a real local feed server, settings builders."""
+"""Shared fixtures: databases on each backend, a local feed server, mocked `requests`, settings."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import responses
 from sqlalchemy import create_engine, text
 
 from monitor.config import Settings, settings_from_dict
@@ -59,6 +60,13 @@ def db(db_url: str) -> Iterator[Database]:
 def feed_server() -> Iterator[FeedServer]:
     with FeedServer() as server:
         yield server
+
+
+@pytest.fixture
+def rsps() -> Iterator[responses.RequestsMock]:
+    """Every HTTP call in the test goes here; an unregistered one fails as a connection error."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
 
 
 @pytest.fixture

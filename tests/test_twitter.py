@@ -112,13 +112,6 @@ def serve(
 
 
 @pytest.fixture
-def rsps() -> Iterator[responses.RequestsMock]:
-    """Every HTTP call in the test goes here; an unregistered one fails as a connection error."""
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-@pytest.fixture
 def brands() -> tuple[Any, ...]:
     return settings_from_dict({"database": "sqlite://", "brands": [BRAND]}).brands
 

@@ -50,6 +50,9 @@ class Source(ABC):
     """A collector. Subclasses set `type` and `Config`, and implement `streams` and `fetch`."""
 
     type: ClassVar[str]
+    # The fewest billed reads one request can cost (X's search pages are at least 10 posts):
+    # with fewer left under a monthly cap, the source is parked rather than left silently idle.
+    min_request_reads: ClassVar[int] = 1
     Config: ClassVar[builtins.type[SourceConfig]]  # `type` is the class attribute above
 
     def __init__(self, config: SourceConfig, brands: Sequence[Any] = ()) -> None:

@@ -12,6 +12,7 @@ newer than that `since_id`, and the pipeline skips what is already stored) inste
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -23,6 +24,7 @@ from requests.adapters import HTTPAdapter
 
 from monitor.confbase import Duration
 from monitor.errors import AccessRefusedError, FatalSourceError, RetriableSourceError
+from monitor.logs import RedactSecrets
 from monitor.mention import Mention
 from monitor.sources.base import Batch, Source, SourceConfig
 
@@ -31,6 +33,10 @@ TWEET_FIELDS = (
 )
 USER_FIELDS = "username,name,verified,public_metrics"
 MIN_RESULTS = 10  # recent search refuses max_results below 10
+# tweepy logs request headers (the bearer token) at DEBUG: scrub them on tweepy's own logger,
+# whatever handlers the embedding program installs.
+_TWEEPY_REDACTOR = RedactSecrets([])
+logging.getLogger("tweepy.client").addFilter(_TWEEPY_REDACTOR)
 
 
 class TwitterConfig(SourceConfig):
@@ -94,6 +100,7 @@ def tweet_to_mention(source: str, tweet: dict[str, Any], users: dict[str, dict[s
 class TwitterSource(Source):
     type = "twitter"
     Config = TwitterConfig
+    min_request_reads = MIN_RESULTS
     config: TwitterConfig
 
     def __init__(self, config: TwitterConfig, brands: Sequence[Any] = ()) -> None:
@@ -120,6 +127,7 @@ class TwitterSource(Source):
                 return_type=dict,
                 wait_on_rate_limit=False,
             )
+            _TWEEPY_REDACTOR.add(self.config.bearer_token.get_secret_value())
             adapter = _TimeoutAdapter(self.config.timeout.total_seconds())
             self._client.session.mount("https://", adapter)
             self._client.session.mount("http://", adapter)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 
@@ -35,3 +35,5 @@ class Mention:
     complaint_score: float | None = None
     churn: bool | None = None
     id: int | None = None
+    # Why the analysis scored what it did (top words, matched phrases): shown in flag explanations.
+    evidence: dict[str, list[str]] = field(default_factory=dict)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from html.parser import HTMLParser
 
@@ -92,3 +93,23 @@ def fold(text: str) -> str:
     """
     decomposed = unicodedata.normalize("NFKD", text.casefold().translate(_APOSTROPHES))
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+_ESCAPED = re.compile(r"\\u([0-9a-fA-F]{4})")
+_URL = re.compile(r"https?://\S+|\bwww\.\S+")
+_HANDLE = re.compile(r"(?<!\w)@\w{1,30}")
+MODEL_TEXT_LIMIT = 2000
+
+
+def model_text(text: str, limit: int = MODEL_TEXT_LIMIT) -> str:
+    """The text the models read: URLs and @handles replaced by placeholders, escapes decoded.
+
+    Placeholders keep the signal ("addressed to someone", "links somewhere") without the
+    vocabulary of every handle and URL; long posts are cut, since models score the opening.
+    """
+    text = text[: limit * 2]
+    if "\\u" in text:
+        text = _ESCAPED.sub(lambda m: chr(int(m.group(1), 16)), text)
+    text = _URL.sub(" URL ", text)
+    text = _HANDLE.sub(" @USER ", text)
+    return " ".join(text.split())[:limit]

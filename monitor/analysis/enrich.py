@@ -1,0 +1,80 @@
+"""The enrichment step of the ingest path: language, sentiment, complaint and churn, with evidence.
+
+Works on batches (one vectorising pass per language per batch), which is what makes it fast.
+A mention keeps the language its source gave (an API's `lang`); otherwise it is detected among
+the configured languages. Languages without a model get no scores.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from functools import cache
+
+from lingua import IsoCode639_1, Language, LanguageDetector, LanguageDetectorBuilder
+
+from monitor.analysis.churn import ChurnDetector
+from monitor.analysis.model import DetectionModel, load_model
+from monitor.mention import Mention
+
+CHURN_MODEL_THRESHOLD = 0.8  # the churn classifier only adds posts it is quite sure of
+
+
+@cache
+def _detector(languages: tuple[str, ...]) -> LanguageDetector | None:
+    wanted = []
+    for code in languages:
+        try:
+            wanted.append(Language.from_iso_code_639_1(getattr(IsoCode639_1, code.upper())))
+        except (AttributeError, ValueError):
+            continue
+    if len(wanted) < 2:
+        return None
+    return LanguageDetectorBuilder.from_languages(*wanted).with_low_accuracy_mode().build()
+
+
+class Analyzer:
+    """Callable enricher: `analyzer(mentions) -> mentions`, scores filled in place."""
+
+    def __init__(self, languages: Sequence[str] = ("fr", "en"), model: DetectionModel | None = None) -> None:
+        self.languages = tuple(code.lower() for code in languages)
+        self.model = model or load_model()
+        self.churn = ChurnDetector()
+        self.detector = _detector(self.languages)
+
+    def languages_of(self, texts: list[str]) -> list[str]:
+        """Detected language per text, among the configured ones ("other" when unsure)."""
+        if self.detector is None:
+            return [self.languages[0] if self.languages else "other"] * len(texts)
+        found = self.detector.detect_languages_in_parallel_of(texts) if len(texts) > 1 else (
+            [self.detector.detect_language_of(texts[0])] if texts else []
+        )
+        return [language.iso_code_639_1.name.lower() if language is not None else "other" for language in found]
+
+    def __call__(self, mentions: list[Mention]) -> list[Mention]:
+        by_language: dict[str, list[Mention]] = defaultdict(list)
+        texts: dict[int, str] = {}
+        for mention in mentions:
+            texts[id(mention)] = f"{mention.title}\n{mention.text}" if mention.title else mention.text
+        unknown = [m for m in mentions if not m.lang and texts[id(m)].strip()]
+        for mention, lang in zip(unknown, self.languages_of([texts[id(m)] for m in unknown]), strict=True):
+            mention.lang = lang
+        for mention in mentions:
+            by_language[mention.lang or "other"].append(mention)
+        for lang, group in by_language.items():
+            scores = self.model.analyse([texts[id(m)] for m in group], lang)
+            for mention, score in zip(group, scores, strict=True):
+                signal = self.churn.detect(texts[id(mention)])
+                evidence = list(signal.evidence)
+                if score is not None:
+                    mention.sentiment = score.sentiment
+                    mention.complaint_score = score.complaint
+                    if score.complaint_words:
+                        mention.evidence["complaint"] = list(score.complaint_words)
+                    if not evidence and score.churn is not None and score.churn >= CHURN_MODEL_THRESHOLD:
+                        evidence = [f"model: {', '.join(score.churn_words)}" if score.churn_words else "model"]
+                    mention.evidence["sentiment"] = [score.sentiment_label]
+                mention.churn = bool(evidence)
+                if evidence:
+                    mention.evidence["churn"] = evidence
+        return mentions

@@ -258,6 +258,93 @@ def db_upgrade(ctx: Context) -> None:
     click.echo(f"database {database.shown_url}: {before or 'empty'} -> {after}")
 
 
+@cli.command("eval")
+@click.argument("labels", type=click.Path(exists=True, dir_okay=False))
+@click.option("--brand", help="Brand to evaluate the texts as mentions of (default: the config's first).")
+@click.option(
+    "--target",
+    type=click.Choice(["flag", "complaint", "churn", "sentiment"]),
+    default="flag",
+    show_default=True,
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--by-rule", is_flag=True, help="Also count each rule's matches (target flag).")
+@click.option(
+    "--cv", "folds", type=click.IntRange(min=2), help="Cross-validate the trainable model on LABELS."
+)
+@pass_ctx
+def eval_command(
+    ctx: Context, labels: str, brand: str | None, target: str, as_json: bool, by_rule: bool, folds: int | None
+) -> None:
+    """Score flagging (or one detector) against a labelled CSV: `text,label[,lang]`."""
+    import json
+
+    from monitor import evaluation
+
+    settings = _settings_or_default(ctx, brand)
+    examples = evaluation.read_examples(Path(labels), target)
+    click.echo(f"model: {evaluation.model_description()}", err=as_json)
+    if folds:
+        result = evaluation.cross_validated(settings, examples, target=target, folds=folds)
+    else:
+        result = evaluation.evaluate(settings, examples, target=target, brand=brand, by_rule=by_rule)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    mode = (
+        f"{folds}-fold cross-validation of the trainable model"
+        if folds
+        else "the configured analysis and rules"
+    )
+    click.echo(f"{target} on {result['n']} examples, {mode}:")
+    for key, value in result.items():
+        if key != "by_rule":
+            click.echo(f"  {key:<10} {value}")
+    for rule, counts in (result.get("by_rule") or {}).items():
+        click.echo(
+            f"  rule {rule}: tp {counts['tp']} fp {counts['fp']} fn {counts['fn']} "
+            f"precision {counts['precision']} recall {counts['recall']}"
+        )
+
+
+def _settings_or_default(ctx: Context, brand: str | None) -> Settings:
+    """The config when there is one; otherwise the built-in rules for one brand."""
+    if ctx.config_option or config_path(None).exists():
+        return ctx.settings
+    from monitor.config import settings_from_dict
+
+    return settings_from_dict({"brands": [{"name": brand or "the brand"}]}, file="<defaults>")
+
+
+@cli.group()
+def model() -> None:
+    """The detection model that ships in the package."""
+
+
+@model.command("train")
+@click.option(
+    "--data", "data_dir", default="../shared/data", show_default=True, type=click.Path(file_okay=False)
+)
+@click.option(
+    "--labels",
+    default="training/labels/fr-telecom.csv",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="The project's French annotations.",
+)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Default: the packaged model file.")
+def model_train(data_dir: str, labels: str, output: str | None) -> None:
+    """Rebuild the detection model from the labelled data (deterministic)."""
+    from monitor.analysis.model import bundled_model_path
+    from monitor.analysis.training import train
+
+    trained = train(Path(data_dir), Path(labels))
+    target = Path(output) if output else bundled_model_path()
+    trained.save(target)
+    counts = ", ".join(f"{k}: {v}" for k, v in trained.metadata["examples"].items())
+    click.echo(f"wrote {target} ({target.stat().st_size // 1024} KiB; trained on {counts})")
+
+
 @cli.command()
 @pass_ctx
 def run(ctx: Context) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from monitor.alerts.outbox import enqueue_flag
 from monitor.analysis.brands import BrandMatcher
+from monitor.analysis.enrich import Analyzer
 from monitor.analysis.text import clean_whitespace
 from monitor.cases import open_or_attach
 from monitor.config import Settings
@@ -28,7 +29,7 @@ Enricher = Callable[[list[Mention]], list[Mention]]
 
 
 def pass_through(mentions: list[Mention]) -> list[Mention]:
-    """The enrichment hook until language/sentiment/complaint analysis plugs in here."""
+    """An enricher that changes nothing (for tools that need raw mentions)."""
     return mentions
 
 
@@ -70,11 +71,14 @@ class Pipeline:
         self,
         settings: Settings,
         *,
-        enrichers: Sequence[Enricher] = (pass_through,),
+        enrichers: Sequence[Enricher] | None = None,
         rules: RuleSet | None = None,
     ) -> None:
         self.settings = settings
         self.matcher = BrandMatcher(settings.brands)
+        if enrichers is None:
+            terms = [t for b in settings.brands for t in (b.name, *b.aliases, *b.handles)]
+            enrichers = [Analyzer(settings.languages, brand_terms=terms)]
         self.enrichers = list(enrichers)
         self.rules = rules if rules is not None else RuleSet.from_settings(settings)
 

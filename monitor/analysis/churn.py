@@ -17,16 +17,25 @@ from monitor.analysis.text import fold
 _OPERATORS = r"(?:free|freebox|sfr|orange|sosh|bouygues(?: telecom)?|b&you|bbox|red(?: by sfr)?|prixtel|la poste mobile|verizon|at&t|t-?mobile|sprint|vodafone|o2|ee|three|virgin(?: media)?|comcast|xfinity|spectrum|cox)"
 
 # Phrases that say "I am leaving / I left / don't come here", each found on its own.
-_RIVALS = r"(?:la concurrence|(?:un|une|les|des) (?:concurrents?|autres? (?:operateur|fournisseur|fai)s?)|un autre (?:operateur|fournisseur|fai)|" + _OPERATORS + ")"
+_RIVALS = (
+    r"(?:la concurrence|(?:un|une|les|des) (?:concurrents?|autres? (?:operateur|fournisseur|fai)s?)|un autre (?:operateur|fournisseur|fai)|"
+    + _OPERATORS
+    + ")"
+)
 _FR_CHURN = [
-    r"(?:je|j'|on|nous)\s+(?:vais|va|vait|veux|voulons|allons|compte|comptons|pense|songe a|suis en train de|suis sur le point de|vais bientot|vais surement|vais tres vite|vais finir par|vais devoir|dois)\s+(?:\w+\s+)?(?:resilier|partir|quitter|me barrer|me casser|me tirer|changer d'operateur|changer de (?:box|fai|forfait|operateur)|aller (?:voir )?ailleurs|aller (?:voir )?(?:chez|a) " + _RIVALS + r"|passer (?:chez|a) " + _RIVALS + r"|me desabonner|vous quitter|te quitter|porter mon numero|tout annuler|arreter mon (?:contrat|abonnement)|nous separer|(?:retourner|aller) voir (?:les anciens|ailleurs|la concurrence))",
+    r"(?:je|j'|on|nous)\s+(?:vais|va|vait|veux|voulons|allons|compte|comptons|pense|songe a|suis en train de|suis sur le point de|vais bientot|vais surement|vais tres vite|vais finir par|vais devoir|dois)\s+(?:\w+\s+)?(?:resilier|partir|quitter|me barrer|me casser|me tirer|changer d'operateur|changer de (?:box|fai|forfait|operateur)|aller (?:voir )?ailleurs|aller (?:voir )?(?:chez|a) "
+    + _RIVALS
+    + r"|passer (?:chez|a) "
+    + _RIVALS
+    + r"|me desabonner|vous quitter|te quitter|porter mon numero|tout annuler|arreter mon (?:contrat|abonnement)|nous separer|(?:retourner|aller) voir (?:les anciens|ailleurs|la concurrence))",
     r"(?:je|j'|on)\s+(?:resilie|resilierai|quitte|me barre|me casse|me tire|pars chez|vais chez|m'en vais|change d'operateur|me desabonne|desabonne|vous quitte|demande la resiliation|lance la resiliation|ai demande (?:la|ma) resiliation|suis parti|suis partie)\b",
     r"\b(?:nous )?resilierons\b|\bresiliez[- ]moi\b|\bresiliez mon (?:abonnement|contrat|offre|forfait)|\blaissez[- ]moi resilier\b|\bservice (?:des )?resiliations?\b",
     r"\b(?:finir|terminer|se finir) en resiliation\b",
     r"\bcode rio\b",
     r"\b(?:demande|fais|faire|lance) (?:la|ma|une) portabilite",
     r"\bchang\w* d'operateur\b",
-    r"\b(?:aller|passer|partir|passe|pars|vais|go|tester|checker|voir) (?:voir |aller )?(?:chez |a |vers )?" + _RIVALS,
+    r"\b(?:aller|passer|partir|passe|pars|vais|go|tester|checker|voir) (?:voir |aller )?(?:chez |a |vers )?"
+    + _RIVALS,
     r"\b(?:aller|vais|va|on va|allons|tester|voir) (?:voir |tester )?ailleurs\b",
     r"\b(?:hate|envie|temps|moment) de (?:partir|passer chez|quitter|resilier|vous quitter|changer)",
     r"\bvivement\b.{0,40}\b(?:je parte|partir|resilier)",
@@ -60,7 +69,8 @@ _EN_CHURN = [
     r"\blost (?:a|my) (?:customer|business)\b",
     r"\b(?:i'm|im|i am|we're|we are) done with (?:you|this|your)\b",
     r"\bnever (?:again|using you|buying|flying|ordering|shopping|going back)\b",
-    r"\b(?:don't|do not|dont|never) (?:buy|use|fly|choose|go with|sign up|order|bank) (?:with |from )?" + _OPERATORS,
+    r"\b(?:don't|do not|dont|never) (?:buy|use|fly|choose|go with|sign up|order|bank) (?:with |from )?"
+    + _OPERATORS,
     r"\bstay away from\b",
     r"\bavoid (?:at all costs|them|this company)\b",
     r"\blooking for (?:a )?(?:new|another|different) (?:provider|carrier|company|bank|isp)\b",
@@ -69,9 +79,13 @@ _EN_CHURN = [
     r"\bport(?:ing)? my number\b",
 ]
 # Negations that cancel the phrase after them (checked in the few words before the match).
-_NEGATION = re.compile(r"(?:\b(?:ne|n'|pas|jamais|not|never|won't|wont|don't|dont|didn't|didnt|no|isn't|aren't|ain't)\b|n't\b)\s*(?:\w+\s+){0,2}$")
+_NEGATION = re.compile(
+    r"(?:\b(?:ne|n'|pas|jamais|not|never|won't|wont|don't|dont|didn't|didnt|no|isn't|aren't|ain't)\b|n't\b)\s*(?:\w+\s+){0,2}$"
+)
 _NEGATION_FR_AFTER = re.compile(r"^\s*(?:pas|jamais|plus|point)\b")
-_SELF_NEGATED = re.compile(r"n'allez|ne (?:prenez|passez|venez|allez|signez)|pas rester|plus jamais|never|don't|do not|dont|stay away|avoid")
+_SELF_NEGATED = re.compile(
+    r"n'allez|ne (?:prenez|passez|venez|allez|signez)|pas rester|plus jamais|never|don't|do not|dont|stay away|avoid"
+)
 
 
 # Every phrase above contains one of these stems: texts with none (most posts) skip the scan.

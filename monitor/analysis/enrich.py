@@ -7,6 +7,7 @@ the configured languages. Languages without a model get no scores.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from functools import cache
@@ -18,6 +19,7 @@ from monitor.analysis.model import DetectionModel, load_model
 from monitor.mention import Mention
 
 CHURN_MODEL_THRESHOLD = 0.8  # the churn classifier only adds posts it is quite sure of
+CHURN_MODEL_MAX_CHARS = 400  # ... and only tweet-sized ones: it learned from tweets, not blog posts
 
 
 @cache
@@ -30,50 +32,74 @@ def _detector(languages: tuple[str, ...]) -> LanguageDetector | None:
             continue
     if len(wanted) < 2:
         return None
-    return LanguageDetectorBuilder.from_languages(*wanted).with_low_accuracy_mode().build()
+    return LanguageDetectorBuilder.from_languages(*wanted).build()
 
 
 class Analyzer:
     """Callable enricher: `analyzer(mentions) -> mentions`, scores filled in place."""
 
-    def __init__(self, languages: Sequence[str] = ("fr", "en"), model: DetectionModel | None = None) -> None:
+    def __init__(
+        self,
+        languages: Sequence[str] = ("fr", "en"),
+        model: DetectionModel | None = None,
+        brand_terms: Sequence[str] = (),
+    ) -> None:
         self.languages = tuple(code.lower() for code in languages)
         self.model = model or load_model()
         self.churn = ChurnDetector()
         self.detector = _detector(self.languages)
+        # Brand names are proper nouns of no language ("Bouygues Telecom" reads as French,
+        # "Free" as English): language detection does not see them.
+        terms = sorted({t.lstrip("@#") for t in brand_terms if t.strip("@# ")}, key=len, reverse=True)
+        self._brand_terms = (
+            re.compile(r"[@#]?\b(?:" + "|".join(map(re.escape, terms)) + r")\b", re.IGNORECASE)
+            if terms
+            else None
+        )
 
     def languages_of(self, texts: list[str]) -> list[str]:
         """Detected language per text, among the configured ones ("other" when unsure)."""
+        if not texts:
+            return []
         if self.detector is None:
             return [self.languages[0] if self.languages else "other"] * len(texts)
-        found = self.detector.detect_languages_in_parallel_of(texts) if len(texts) > 1 else (
-            [self.detector.detect_language_of(texts[0])] if texts else []
-        )
-        return [language.iso_code_639_1.name.lower() if language is not None else "other" for language in found]
+        if self._brand_terms is not None:
+            texts = [self._brand_terms.sub(" ", text) for text in texts]
+        if len(texts) == 1:
+            found = [self.detector.detect_language_of(texts[0])]
+        else:
+            found = self.detector.detect_languages_in_parallel_of(texts)
+        return [
+            language.iso_code_639_1.name.lower() if language is not None else "other" for language in found
+        ]
 
     def __call__(self, mentions: list[Mention]) -> list[Mention]:
-        by_language: dict[str, list[Mention]] = defaultdict(list)
-        texts: dict[int, str] = {}
-        for mention in mentions:
-            texts[id(mention)] = f"{mention.title}\n{mention.text}" if mention.title else mention.text
+        texts = {id(m): f"{m.title}\n{m.text}" if m.title else m.text for m in mentions}
         unknown = [m for m in mentions if not m.lang and texts[id(m)].strip()]
         for mention, lang in zip(unknown, self.languages_of([texts[id(m)] for m in unknown]), strict=True):
             mention.lang = lang
+        by_language: dict[str, list[Mention]] = defaultdict(list)
         for mention in mentions:
             by_language[mention.lang or "other"].append(mention)
         for lang, group in by_language.items():
             scores = self.model.analyse([texts[id(m)] for m in group], lang)
             for mention, score in zip(group, scores, strict=True):
-                signal = self.churn.detect(texts[id(mention)])
-                evidence = list(signal.evidence)
+                evidence = list(self.churn.detect(texts[id(mention)]).evidence)
                 if score is not None:
                     mention.sentiment = score.sentiment
                     mention.complaint_score = score.complaint
+                    mention.evidence["sentiment"] = [score.sentiment_label]
                     if score.complaint_words:
                         mention.evidence["complaint"] = list(score.complaint_words)
-                    if not evidence and score.churn is not None and score.churn >= CHURN_MODEL_THRESHOLD:
-                        evidence = [f"model: {', '.join(score.churn_words)}" if score.churn_words else "model"]
-                    mention.evidence["sentiment"] = [score.sentiment_label]
+                    if (
+                        not evidence
+                        and score.churn is not None
+                        and score.churn >= CHURN_MODEL_THRESHOLD
+                        and len(texts[id(mention)]) <= CHURN_MODEL_MAX_CHARS
+                    ):
+                        evidence = [
+                            f"model: {', '.join(score.churn_words)}" if score.churn_words else "model"
+                        ]
                 mention.churn = bool(evidence)
                 if evidence:
                     mention.evidence["churn"] = evidence

@@ -19,7 +19,16 @@ _TOKEN = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?|[\U0001F300-\U0001FAFF\u2600-\u27
 _FR_NEGATIONS = frozenset({"ne", "n", "pas", "jamais", "rien", "aucun", "aucune", "sans", "ni", "personne"})
 NEGATION_WINDOW = 3
 # Emoji whose VADER description scores neutral ("pouting face") but that customers use in anger.
-_EMOJI_VALENCE = {"😡": -2.5, "🤬": -3.0, "😤": -2.0, "👎": -2.0, "😠": -2.0, "🙄": -1.5, "😒": -1.5, "💩": -2.0}
+_EMOJI_VALENCE = {
+    "😡": -2.5,
+    "🤬": -3.0,
+    "😤": -2.0,
+    "👎": -2.0,
+    "😠": -2.0,
+    "🙄": -1.5,
+    "😒": -1.5,
+    "💩": -2.0,
+}
 # Intensifiers the translated word list scores as if they were opinions.
 _NOT_OPINIONS = frozenset({"vraiment", "tres", "trop", "tellement", "assez", "plutot"})
 

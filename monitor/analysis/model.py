@@ -19,7 +19,7 @@ from typing import Any
 import joblib
 import numpy as np
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion
 
@@ -30,6 +30,15 @@ from monitor.errors import MonitorError
 log = logging.getLogger(__name__)
 SENTIMENTS = ("negative", "neutral", "positive")
 LEXICON_WEIGHT = 2.0
+LEXICON_COLUMNS = 3
+# Words that carry weight in a model but explain nothing to a support agent.
+STOPWORDS = frozenset(ENGLISH_STOP_WORDS) | frozenset(
+    "alors au aux avec ce ces cet cette dans de des du elle en est et etre eux il ils je la le les leur lui ma "
+    "mais me meme mes moi mon ne nos notre nous on ou par pas pour qu que qui sa se ses son sur ta te tes toi "
+    "ton tu un une vos votre vous y ça ca été être avoir ai as avez avons ont suis es sommes êtes sont fait "
+    "faire plus très tres tout tous toute toutes bien aussi encore comme si non oui là c'est j'ai vais va "
+    "user url".split()
+)
 MODEL_FILE = "detection.joblib"
 FORMAT_VERSION = 1
 
@@ -53,13 +62,46 @@ def lexicon_features(texts: Sequence[str], lang: str) -> sp.csr_matrix:
     return sp.csr_matrix(np.asarray(rows, dtype=np.float32).reshape(len(rows), 3) * LEXICON_WEIGHT)
 
 
+class NBLogisticEnsemble:
+    """Mean of two logistic regressions: one on the features, one on the features scaled by
+    their naive-Bayes log-count ratio (NBSVM, Wang & Manning 2012). Cross-validated, the pair
+    beats either alone on short complaint texts, for one extra dot product."""
+
+    def __init__(self, C: float = 3.0) -> None:
+        self.C = C
+
+    def fit(self, features: sp.csr_matrix, labels: np.ndarray) -> NBLogisticEnsemble:
+        present = (features != 0).astype(np.float32)
+        positive = np.asarray(present[labels == 1].sum(axis=0)).ravel() + 1
+        negative = np.asarray(present[labels == 0].sum(axis=0)).ravel() + 1
+        self.ratio_ = np.log((positive / positive.sum()) / (negative / negative.sum())).astype(np.float32)
+        self.ratio_[-LEXICON_COLUMNS:] = 1.0  # lexicon scores are signed: keep them as they are
+        self.plain_ = LogisticRegression(C=self.C, max_iter=3000, class_weight="balanced").fit(
+            features, labels
+        )
+        self.scaled_ = LogisticRegression(C=self.C, max_iter=3000, class_weight="balanced").fit(
+            features.multiply(self.ratio_).tocsr(), labels
+        )
+        self.classes_ = self.plain_.classes_
+        return self
+
+    def predict_proba(self, features: sp.csr_matrix) -> np.ndarray:
+        scaled = features.multiply(self.ratio_).tocsr()
+        return (self.plain_.predict_proba(features) + self.scaled_.predict_proba(scaled)) / 2
+
+    @property
+    def coef_(self) -> np.ndarray:
+        """Per-feature weights in the original feature space, for explanations."""
+        return (self.plain_.coef_ + self.scaled_.coef_ * self.ratio_) / 2
+
+
 @dataclass
 class LanguageModel:
     lang: str
     vectorizer: FeatureUnion
     sentiment: LogisticRegression
-    complaint: LogisticRegression | None = None
-    churn: LogisticRegression | None = None
+    complaint: NBLogisticEnsemble | LogisticRegression | None = None
+    churn: NBLogisticEnsemble | LogisticRegression | None = None
     _words: np.ndarray | None = field(default=None, repr=False)
 
     def features(self, texts: Sequence[str]) -> sp.csr_matrix:
@@ -71,7 +113,7 @@ class LanguageModel:
             self._words = self.vectorizer.transformer_list[0][1].get_feature_names_out()
         return self._words
 
-    def top_words(self, features: sp.csr_matrix, row: int, classifier: LogisticRegression, k: int = 4) -> list[str]:
+    def top_words(self, features: sp.csr_matrix, row: int, classifier: Any, k: int = 4) -> list[str]:
         """The word n-grams that pushed this text's score up most: the model's evidence."""
         names = self.word_names()
         start, end = features.indptr[row], features.indptr[row + 1]
@@ -80,8 +122,14 @@ class LanguageModel:
         columns, values = columns[in_words], values[in_words]
         coef = classifier.coef_[-1] if classifier.coef_.shape[0] > 1 else classifier.coef_[0]
         contributions = values * coef[columns]
-        order = np.argsort(-contributions)[:k]
-        return [str(names[columns[i]]) for i in order if contributions[i] > 0]
+        words: list[str] = []
+        for i in np.argsort(-contributions):
+            if contributions[i] <= 0 or len(words) == k:
+                break
+            name = str(names[columns[i]])
+            if not all(token in STOPWORDS or len(token) < 3 for token in name.split()):
+                words.append(name)
+        return words
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +159,7 @@ class DetectionModel:
         churn = model.churn.predict_proba(features)[:, 1] if model.churn is not None else None
         results: list[Scores | None] = []
         for row in range(len(texts)):
-            negative, neutral, positive = sentiment[row]
+            negative, _neutral, positive = sentiment[row]
             score = float(complaint[row]) if complaint is not None else None
             words: tuple[str, ...] = ()
             if score is not None and score >= explain_above and model.complaint is not None:
@@ -150,7 +198,11 @@ def load_model(path: str | None = None) -> DetectionModel:
     try:
         model = joblib.load(target)
     except FileNotFoundError:
-        raise MonitorError(f"detection model not found at {target}; rebuild it with `monitor model train`") from None
+        raise MonitorError(
+            f"detection model not found at {target}; rebuild it with `monitor model train`"
+        ) from None
     if not isinstance(model, DetectionModel) or model.format_version != FORMAT_VERSION:
-        raise MonitorError(f"{target} is not a detection model of this version; rebuild it with `monitor model train`")
+        raise MonitorError(
+            f"{target} is not a detection model of this version; rebuild it with `monitor model train`"
+        )
     return model

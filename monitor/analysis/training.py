@@ -19,7 +19,14 @@ import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
-from monitor.analysis.model import SENTIMENTS, DetectionModel, LanguageModel, lexicon_features, new_vectorizer
+from monitor.analysis.model import (
+    SENTIMENTS,
+    DetectionModel,
+    LanguageModel,
+    NBLogisticEnsemble,
+    lexicon_features,
+    new_vectorizer,
+)
 from monitor.analysis.text import model_text
 from monitor.errors import MonitorError
 
@@ -67,12 +74,19 @@ def training_sets(data_dir: Path, labels: Path) -> dict[tuple[str, str], Labelle
         )
     path = data_dir / "complaints-en" / "train.csv"
     rows = _rows(path)
-    sets[("en", "complaint")] = LabelledSet([r["text"] for r in rows], np.array([int(r["label"]) for r in rows]), str(path))
+    sets[("en", "complaint")] = LabelledSet(
+        [r["text"] for r in rows], np.array([int(r["label"]) for r in rows]), str(path)
+    )
     tweets = {r["tweet_id"]: r["text"] for r in _rows(data_dir / "fr-telecom-tweets" / "unlabelled.csv")}
     annotated = [r for r in _rows(labels) if r["tweet_id"] in tweets]
     french = [tweets[r["tweet_id"]] for r in annotated]
-    sets[("fr", "complaint")] = LabelledSet(french, np.array([int(r["complaint"]) for r in annotated]), str(labels))
-    sets[("fr", "churn")] = LabelledSet(french, np.array([int(r["churn"]) for r in annotated]), str(labels))
+    # General-topic French tweets (DEFT) join as non-complaints and non-churn: the telecom tweets
+    # are mostly complaints, and without them any French post would look like one.
+    general = sets[("fr", "sentiment")].texts
+    none = np.zeros(len(general), dtype=int)
+    for task in ("complaint", "churn"):
+        labelled = np.array([int(r[task]) for r in annotated])
+        sets[("fr", task)] = LabelledSet(french + general, np.r_[labelled, none], str(labels))
     return sets
 
 
@@ -84,8 +98,8 @@ def sentiment_classifier() -> LogisticRegression:
     return LogisticRegression(C=1.0, max_iter=3000)
 
 
-def complaint_classifier() -> LogisticRegression:
-    return LogisticRegression(C=3.0, max_iter=3000, class_weight="balanced")
+def complaint_classifier() -> NBLogisticEnsemble:
+    return NBLogisticEnsemble(C=3.0)
 
 
 def fit_language(
@@ -94,7 +108,11 @@ def fit_language(
     sentiment_texts = [model_text(t) for t in sentiment.texts]
     complaint_texts = [model_text(t) for t in complaint.texts] if complaint else []
     vectorizer = new_vectorizer().fit(sentiment_texts + complaint_texts)
-    model = LanguageModel(lang, vectorizer, sentiment_classifier().fit(_features(vectorizer, sentiment_texts, lang), sentiment.labels))
+    model = LanguageModel(
+        lang,
+        vectorizer,
+        sentiment_classifier().fit(_features(vectorizer, sentiment_texts, lang), sentiment.labels),
+    )
     if complaint is not None and len(set(complaint.labels.tolist())) == 2:
         complaint_features = _features(vectorizer, complaint_texts, lang)
         model.complaint = complaint_classifier().fit(complaint_features, complaint.labels)
@@ -106,7 +124,9 @@ def fit_language(
 def train(data_dir: Path, labels: Path) -> DetectionModel:
     sets = training_sets(data_dir, labels)
     languages = {
-        lang: fit_language(lang, sets[(lang, "sentiment")], sets.get((lang, "complaint")), sets.get((lang, "churn")))
+        lang: fit_language(
+            lang, sets[(lang, "sentiment")], sets.get((lang, "complaint")), sets.get((lang, "churn"))
+        )
         for lang in ("en", "fr")
     }
     sources = sorted({Path(s.source) for s in sets.values()})
@@ -121,7 +141,9 @@ def train(data_dir: Path, labels: Path) -> DetectionModel:
     )
 
 
-def cross_validate(texts: Sequence[str], labels: np.ndarray, lang: str, task: str, folds: int = 10) -> np.ndarray:
+def cross_validate(
+    texts: Sequence[str], labels: np.ndarray, lang: str, task: str, folds: int = 10
+) -> np.ndarray:
     """Out-of-fold predictions: complaint probabilities, or sentiment classes."""
     prepared = [model_text(t) for t in texts]
     out = np.zeros(len(prepared), dtype=float)
@@ -129,11 +151,12 @@ def cross_validate(texts: Sequence[str], labels: np.ndarray, lang: str, task: st
     for train_idx, test_idx in splitter.split(prepared, labels):
         train_texts = [prepared[i] for i in train_idx]
         vectorizer = new_vectorizer().fit(train_texts)
-        classifier = sentiment_classifier() if task == "sentiment" else complaint_classifier()
-        classifier.fit(_features(vectorizer, train_texts, lang), labels[train_idx])
+        train_features = _features(vectorizer, train_texts, lang)
         test_features = _features(vectorizer, [prepared[i] for i in test_idx], lang)
         if task == "sentiment":
-            out[test_idx] = classifier.predict(test_features)
+            sentiment = sentiment_classifier().fit(train_features, labels[train_idx])
+            out[test_idx] = sentiment.predict(test_features)
         else:
-            out[test_idx] = classifier.predict_proba(test_features)[:, 1]
+            complaint = complaint_classifier().fit(train_features, labels[train_idx])
+            out[test_idx] = complaint.predict_proba(test_features)[:, 1]
     return out

@@ -143,24 +143,63 @@ class _Field(Condition):
         return [self.label.format(value=value)] if value is not None and value is not False else None
 
 
+def _with_evidence(label: str, mention: Mention, kind: str) -> str:
+    found = mention.evidence.get(kind)
+    return f"{label} ({', '.join(found)})" if found else label
+
+
+@dataclass(slots=True)
+class _Complaint(Condition):
+    threshold: float
+
+    def evaluate(self, mention: Mention) -> Evidence | None:
+        score = mention.complaint_score
+        if score is None or score < self.threshold:
+            return None
+        return [_with_evidence(f"complaint score {score:.2f}", mention, "complaint")]
+
+
 @condition("complaint_score_at_least")
 def _complaint_at_least(argument: Any, path: str, file: str) -> Condition:
-    threshold = _number(argument, path, file, 0, 1)
-    return _Field(
-        "complaint score {value:.2f}",
-        lambda m: (
-            m.complaint_score if m.complaint_score is not None and m.complaint_score >= threshold else None
-        ),
-    )
+    return _Complaint(_number(argument, path, file, 0, 1))
+
+
+@dataclass(slots=True)
+class _Sentiment(Condition):
+    threshold: float
+
+    def evaluate(self, mention: Mention) -> Evidence | None:
+        score = mention.sentiment
+        if score is None or score > self.threshold:
+            return None
+        return [_with_evidence(f"sentiment {score:+.2f}", mention, "sentiment")]
 
 
 @condition("sentiment_at_most")
 def _sentiment_at_most(argument: Any, path: str, file: str) -> Condition:
-    threshold = _number(argument, path, file, -1, 1)
-    return _Field(
-        "sentiment {value:+.2f}",
-        lambda m: m.sentiment if m.sentiment is not None and m.sentiment <= threshold else None,
-    )
+    return _Sentiment(_number(argument, path, file, -1, 1))
+
+
+@dataclass(slots=True)
+class _Churn(Condition):
+    expected: bool
+
+    def evaluate(self, mention: Mention) -> Evidence | None:
+        if bool(mention.churn) != self.expected:
+            return None
+        if not self.expected:
+            return ["no churn threat"]
+        phrases = mention.evidence.get("churn") or []
+        return [
+            f"threatens to leave: {'; '.join(repr(p) for p in phrases)}" if phrases else "threatens to leave"
+        ]
+
+
+@condition("churn")
+def _churn(argument: Any, path: str, file: str) -> Condition:
+    if not isinstance(argument, bool):
+        raise ConfigError("expected true or false", file=file, path=path)
+    return _Churn(argument)
 
 
 def _flag(name: str, label: str, attribute: Callable[[Mention], bool | None]) -> None:
@@ -173,7 +212,6 @@ def _flag(name: str, label: str, attribute: Callable[[Mention], bool | None]) ->
 
 
 _flag("author_is_brand", "author is the brand", lambda m: m.author_is_brand)
-_flag("churn", "threatens to leave", lambda m: m.churn)
 
 
 def _membership(name: str, label: str, attribute: Callable[[Mention], str | None]) -> None:

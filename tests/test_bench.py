@@ -16,13 +16,14 @@ def test_bench_quick_reports_ratios_against_baselines() -> None:
         capture_output=True,
         text=True,
         check=True,
-        timeout=120,
+        timeout=300,
     )
     results = [json.loads(line) for line in done.stdout.splitlines()]
-    assert {r["name"] for r in results} == {"ingest"}
+    assert {r["name"] for r in results} == {"enrich", "model-load", "ingest"}
     for result in results:
-        assert result["value"] > 0 and result["baseline"] > 0
-        assert (
-            result["ratio"] == round(result["value"] / result["baseline"], 3)
-            or abs(result["ratio"] - result["value"] / result["baseline"]) < 0.01
-        )
+        assert set(result) >= {"name", "value", "unit", "baseline", "ratio", "target", "ok"}
+        assert result["value"] > 0
+        if result["baseline"] is not None:
+            assert abs(result["ratio"] - result["value"] / result["baseline"]) < 0.01
+        if result["target"] is not None:
+            assert isinstance(result["ok"], bool)

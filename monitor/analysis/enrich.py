@@ -18,6 +18,18 @@ from monitor.analysis.churn import ChurnDetector
 from monitor.analysis.model import DetectionModel, load_model
 from monitor.mention import Mention
 
+# Words frequent in one language and (nearly) absent from the other.
+FUNCTION_WORDS = {
+    "fr": frozenset(
+        "le la les des du une est et je tu il nous vous ils pas mais pour avec sur dans ce cette que qui "
+        "mon ma mes ton ta vos votre chez depuis toujours rien plus suis sont ont avez fait être très".split()
+    ),
+    "en": frozenset(
+        "the and is are was were you your my we they this that with for from have has not but what "
+        "just been will would can't don't it's i'm of to at be by".split()
+    ),
+}
+_WORD = re.compile(r"[a-zàâçéèêëîïôûùüÿœ']+")
 CHURN_MODEL_THRESHOLD = 0.8  # the churn classifier only adds posts it is quite sure of
 CHURN_MODEL_MAX_CHARS = 400  # ... and only tweet-sized ones: it learned from tweets, not blog posts
 
@@ -65,13 +77,30 @@ class Analyzer:
             return [self.languages[0] if self.languages else "other"] * len(texts)
         if self._brand_terms is not None:
             texts = [self._brand_terms.sub(" ", text) for text in texts]
-        if len(texts) == 1:
-            found = [self.detector.detect_language_of(texts[0])]
+        decided = [self._by_function_words(text) for text in texts]
+        undecided = [i for i, lang in enumerate(decided) if lang is None]
+        if len(undecided) == 1:
+            found = [self.detector.detect_language_of(texts[undecided[0]])]
         else:
-            found = self.detector.detect_languages_in_parallel_of(texts)
-        return [
-            language.iso_code_639_1.name.lower() if language is not None else "other" for language in found
-        ]
+            found = self.detector.detect_languages_in_parallel_of([texts[i] for i in undecided])
+        for i, language in zip(undecided, found, strict=True):
+            decided[i] = language.iso_code_639_1.name.lower() if language is not None else "other"
+        return [lang or "other" for lang in decided]
+
+    def _by_function_words(self, text: str) -> str | None:
+        """French or English from their commonest words, when the text is unambiguous.
+
+        Most posts carry several of these; lingua (slower) decides the rest.
+        """
+        if not FUNCTION_WORDS.keys() >= set(self.languages):
+            return None
+        counts = dict.fromkeys(FUNCTION_WORDS, 0)
+        for word in _WORD.findall(text.lower()):
+            for lang, words in FUNCTION_WORDS.items():
+                if word in words:
+                    counts[lang] += 1
+        (first, top), (_, second) = sorted(counts.items(), key=lambda item: item[1], reverse=True)[:2]
+        return first if top >= 3 and second == 0 else None
 
     def __call__(self, mentions: list[Mention]) -> list[Mention]:
         texts = {id(m): f"{m.title}\n{m.text}" if m.title else m.text for m in mentions}

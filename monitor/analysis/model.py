@@ -83,16 +83,13 @@ class NBLogisticEnsemble:
             features.multiply(self.ratio_).tocsr(), labels
         )
         self.classes_ = self.plain_.classes_
+        # Per-feature weights in the original feature space, for explanations.
+        self.coef_ = (self.plain_.coef_ + self.scaled_.coef_ * self.ratio_) / 2
         return self
 
     def predict_proba(self, features: sp.csr_matrix) -> np.ndarray:
         scaled = features.multiply(self.ratio_).tocsr()
         return (self.plain_.predict_proba(features) + self.scaled_.predict_proba(scaled)) / 2
-
-    @property
-    def coef_(self) -> np.ndarray:
-        """Per-feature weights in the original feature space, for explanations."""
-        return (self.plain_.coef_ + self.scaled_.coef_ * self.ratio_) / 2
 
 
 @dataclass

@@ -91,8 +91,25 @@ def fold(text: str) -> str:
     Length-preserving for the common Latin alphabets, so offsets found in folded text point
     at the same characters in the original.
     """
-    decomposed = unicodedata.normalize("NFKD", text.casefold().translate(_APOSTROPHES))
+    folded = text.casefold().translate(_FOLD)
+    if folded.isascii():
+        return folded
+    decomposed = unicodedata.normalize("NFKD", folded)
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def _fold_table() -> dict[int, str]:
+    """Accented Latin letters to their base letter, precomputed: `str.translate` is fast."""
+    table: dict[int, str] = {ord(k): v for k, v in (("\u2019", "'"), ("\u2018", "'"), ("\u02bc", "'"))}
+    for code in range(0xC0, 0x250):
+        char = chr(code)
+        base = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
+        if base != char and len(base) == 1:
+            table[code] = base.casefold()
+    return table
+
+
+_FOLD = _fold_table()
 
 
 _ESCAPED = re.compile(r"\\u([0-9a-fA-F]{4})")

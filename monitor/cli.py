@@ -258,6 +258,64 @@ def db_upgrade(ctx: Context) -> None:
     click.echo(f"database {database.shown_url}: {before or 'empty'} -> {after}")
 
 
+@cli.group()
+def alerts() -> None:
+    """The alert outbox: what was sent, what waits, what failed."""
+
+
+@alerts.command("list")
+@click.option("--status", type=click.Choice(["pending", "sent", "failed"]))
+@click.option("--limit", type=click.IntRange(min=1), default=None)
+@format_option()
+@pass_ctx
+def alerts_list(ctx: Context, status: str | None, limit: int | None, fmt: str) -> None:
+    """Alerts, newest first, with attempts and the last error."""
+    from monitor.alerts.outbox import list_alerts
+
+    rows = list_alerts(ctx.db, status, limit)
+    columns = (
+        "id",
+        "kind",
+        "channel",
+        "status",
+        "attempts",
+        "case_id",
+        "created_at",
+        "next_try_at",
+        "last_error",
+    )
+    render(rows, fmt, table_columns=columns, title=f"{len(rows)} alerts", out=sys.stdout)
+
+
+@alerts.command("retry")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--failed", is_flag=True, help="Retry every failed alert.")
+@pass_ctx
+def alerts_retry(ctx: Context, ids: tuple[int, ...], failed: bool) -> None:
+    """Queue failed alerts (by ID, or all with --failed) for delivery again."""
+    from monitor.alerts.outbox import retry
+
+    if not ids and not failed:
+        raise click.UsageError("give alert IDs or --failed")
+    count = retry(ctx.db, ids, failed=failed)
+    click.echo(f"{count} alerts queued for delivery")
+
+
+@alerts.command("send")
+@pass_ctx
+def alerts_send(ctx: Context) -> None:
+    """Deliver due alerts now (the daemon does this continuously). Exit 1 if any failed."""
+    from monitor.alerts.outbox import Delivery, notifiers_for
+
+    notifiers = notifiers_for(ctx.settings.channels)
+    report = Delivery(ctx.db, notifiers).run_once()
+    click.echo(f"sent {report.sent}, will retry {report.retried}, failed {report.failed}")
+    for error in report.errors:
+        click.echo(f"error: {error}", err=True)
+    if report.errors:
+        sys.exit(1)
+
+
 @cli.command("eval")
 @click.argument("labels", type=click.Path(exists=True, dir_okay=False))
 @click.option("--brand", help="Brand to evaluate the texts as mentions of (default: the config's first).")

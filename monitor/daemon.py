@@ -1,4 +1,4 @@
-"""`monitor run`: poll each source when it is due, until SIGINT/SIGTERM.
+"""`monitor run`: poll each source when it is due and deliver alerts, until SIGINT/SIGTERM.
 
 A plain loop over `Collector.due_sources()`; each source's next poll time lives in the
 database, so a restart resumes the schedule instead of hammering every feed at once.
@@ -12,13 +12,14 @@ import threading
 from datetime import timedelta
 from types import FrameType
 
+from monitor.alerts.outbox import Delivery, notifiers_for
 from monitor.collector import Collector, utcnow
 from monitor.config import Settings
 from monitor.errors import StorageError
 from monitor.storage.db import Database
 
 log = logging.getLogger(__name__)
-MAX_SLEEP = timedelta(seconds=30)
+MAX_SLEEP = timedelta(seconds=10)  # also how often due alert retries are looked at
 
 
 def run_forever(settings: Settings, db: Database, stop: threading.Event | None = None) -> None:
@@ -32,6 +33,7 @@ def run_forever(settings: Settings, db: Database, stop: threading.Event | None =
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
     collector = Collector(settings, db)
+    delivery = Delivery(db, notifiers_for(settings.channels))
     log.info("monitor running: %d sources, database %s", len(collector.sources), db.shown_url)
     for source in collector.sources:
         reason = source.disabled_reason()
@@ -44,6 +46,8 @@ def run_forever(settings: Settings, db: Database, stop: threading.Event | None =
                     if stop.is_set():
                         break
                     collector.poll(source)
+                    delivery.run_once()  # alerts go out as soon as their flags are stored
+                delivery.run_once()
                 next_due = collector.next_due_at()
             except StorageError as exc:
                 log.error("database unavailable, retrying: %s", exc)
@@ -52,4 +56,6 @@ def run_forever(settings: Settings, db: Database, stop: threading.Event | None =
             stop.wait(max(wait.total_seconds(), 0.05))
     finally:
         collector.close()
+        for notifier in delivery.notifiers.values():
+            notifier.close()
     log.info("monitor stopped")

@@ -67,4 +67,13 @@ class RuleError(MonitorError):
 
 
 class DeliveryError(MonitorError):
-    """A notifier could not deliver an alert."""
+    """A notifier could not deliver an alert. The message never contains the channel's secrets.
+
+    `retry_after` (seconds, e.g. Slack's 429 Retry-After) tells the outbox when to try again;
+    `permanent` means retrying cannot help (bad address, revoked webhook).
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.permanent = permanent

@@ -1,1 +1,1 @@
-"""Text analysis: brand matching, text normalisation (and, later, language, sentiment, complaints)."""
+"""Text analysis: brand matching, language, sentiment, complaint and churn detection, with evidence."""

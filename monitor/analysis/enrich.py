@@ -30,6 +30,7 @@ FUNCTION_WORDS = {
     ),
 }
 _WORD = re.compile(r"[a-zàâçéèêëîïôûùüÿœ']+")
+ANALYSED_CHARS = 5000
 CHURN_MODEL_THRESHOLD = 0.8  # the churn classifier only adds posts it is quite sure of
 CHURN_MODEL_MAX_CHARS = 400  # ... and only tweet-sized ones: it learned from tweets, not blog posts
 
@@ -103,7 +104,8 @@ class Analyzer:
         return first if top >= 3 and second == 0 else None
 
     def __call__(self, mentions: list[Mention]) -> list[Mention]:
-        texts = {id(m): f"{m.title}\n{m.text}" if m.title else m.text for m in mentions}
+        # A post is judged on its opening: a 2 MB page must cost what a long post does.
+        texts = {id(m): (f"{m.title}\n{m.text}" if m.title else m.text)[:ANALYSED_CHARS] for m in mentions}
         unknown = [m for m in mentions if not m.lang and texts[id(m)].strip()]
         for mention, lang in zip(unknown, self.languages_of([texts[id(m)] for m in unknown]), strict=True):
             mention.lang = lang

@@ -129,7 +129,9 @@ def train(data_dir: Path, labels: Path) -> DetectionModel:
         )
         for lang in ("en", "fr")
     }
-    sources = sorted({Path(s.source) for s in sets.values()})
+    sources = sorted(
+        {Path(s.source) for s in sets.values()} | {data_dir / "fr-telecom-tweets" / "unlabelled.csv"}
+    )
     return DetectionModel(
         languages,
         metadata={

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -256,6 +257,124 @@ def db_upgrade(ctx: Context) -> None:
     database.upgrade()
     after = database.current_revision()
     click.echo(f"database {database.shown_url}: {before or 'empty'} -> {after}")
+
+
+@cli.group()
+def cases() -> None:
+    """Work the flagged customers: list, show, assign, contact, resolve, dismiss, reopen."""
+
+
+CASE_TABLE = ("id", "status", "severity", "brand", "author", "assignee", "flags", "opened_at", "hint")
+
+
+def _actor(by: str | None) -> str | None:
+    return by or os.environ.get("USER") or None
+
+
+@cases.command("list")
+@click.option(
+    "--status", multiple=True, type=click.Choice(["new", "contacted", "resolved", "dismissed", "open"])
+)
+@click.option("--brand")
+@click.option("--severity", type=click.Choice(["low", "medium", "high", "critical"]))
+@click.option("--assignee")
+@click.option("--since", help="Opened after: a duration (7d) or a date (2026-11-01).")
+@click.option("--limit", type=click.IntRange(min=1), default=None)
+@format_option()
+@pass_ctx
+def cases_list(
+    ctx: Context,
+    status: tuple[str, ...],
+    brand: str | None,
+    severity: str | None,
+    assignee: str | None,
+    since: str | None,
+    limit: int | None,
+    fmt: str,
+) -> None:
+    """Cases, most urgent first (default: the open ones)."""
+    from monitor.cases import list_cases
+
+    wanted = {s for s in status if s != "open"} | (
+        {"new", "contacted"} if "open" in status or not status else set()
+    )
+    with ctx.db.session() as session:
+        rows = list_cases(
+            session,
+            statuses=wanted,
+            brand=brand,
+            severity=severity,
+            assignee=assignee,
+            since=parse_since(since),
+            limit=limit,
+        )
+    render(rows, fmt, table_columns=CASE_TABLE, title=f"{len(rows)} cases", out=sys.stdout)
+
+
+@cases.command("show")
+@click.argument("case_id", type=int)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@pass_ctx
+def cases_show(ctx: Context, case_id: int, fmt: str) -> None:
+    """One case and its timeline: mentions with scores, flags with why, alerts, notes."""
+    from monitor.cases import timeline
+    from monitor.report import render_timeline
+
+    with ctx.db.session() as session:
+        story = timeline(session, case_id)
+    render_timeline(story, fmt, out=sys.stdout)
+
+
+def _case_action(
+    action: str, help_text: str, *, note_option: str | None = "--note", required: bool = False
+) -> None:
+    """One `monitor cases ACTION ID` command: the workflow moves differ only in name and note."""
+
+    @click.argument("case_id", type=int)
+    @click.option("--by", help="Who does it (default: $USER).")
+    @pass_ctx
+    def command(ctx: Context, case_id: int, by: str | None, **options: Any) -> None:
+        from monitor.cases import act
+
+        with ctx.db.session() as session:
+            case = act(
+                session,
+                case_id,
+                action,
+                datetime.now(UTC),
+                actor=_actor(by),
+                note=options.get("note") or options.get("reason"),
+                channels=ctx.settings.channels,
+            )
+            status = case.status
+        click.echo(f"case #{case_id} is now {status}")
+
+    if note_option:
+        name = note_option.lstrip("-")
+        command = click.option(
+            note_option, name, required=required, help=f"Why ({name}), kept in the timeline."
+        )(command)
+    cases.command(action, help=help_text)(command)
+
+
+_case_action("contact", "Record that the customer was contacted (first contact time is kept).")
+_case_action("resolve", "Close the case as resolved (channels with notify_resolved get a notice).")
+_case_action("dismiss", "Close the case as not needing action.", note_option="--reason", required=True)
+_case_action("reopen", "Open a resolved or dismissed case again.", note_option=None)
+
+
+@cases.command("assign")
+@click.argument("case_id", type=int)
+@click.option("--to", "to", required=True, help="Who takes the case.")
+@click.option("--by", help="Who assigns it (default: $USER).")
+@pass_ctx
+def cases_assign(ctx: Context, case_id: int, to: str, by: str | None) -> None:
+    """Give the case to someone."""
+    from monitor.cases import assign
+
+    with ctx.db.session() as session:
+        assign(session, case_id, to, datetime.now(UTC), actor=_actor(by))
+    click.echo(f"case #{case_id} is assigned to {to}")
 
 
 @cli.group()

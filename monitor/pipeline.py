@@ -17,7 +17,7 @@ from monitor.alerts.outbox import enqueue_flag
 from monitor.analysis.brands import BrandMatcher
 from monitor.analysis.enrich import Analyzer
 from monitor.analysis.text import clean_whitespace
-from monitor.cases import open_or_attach
+from monitor.cases import attach_followups, open_or_attach
 from monitor.config import Settings
 from monitor.mention import Mention
 from monitor.rules.engine import RuleSet
@@ -121,16 +121,21 @@ class Pipeline:
         stored = queries.insert_mentions(session, fresh)
         result.stored = len(stored)
         result.duplicates = len(matched) - len(stored)
-        for mention in stored:
-            self._flag(session, mention, now, result)
+        unflagged = [m for m in stored if not self._flag(session, m, now, result)]
+        # Posts that raise no flag may still belong to a case: its author's follow-up, or a reply
+        # in its conversation.
+        attach_followups(
+            session, unflagged, now, auto_resolve=self.settings.auto_resolve, channels=self.settings.channels
+        )
         if stream is not None:
             state.record_success(session, source, stream, cursor or {}, now, len(stored))
         return result
 
-    def _flag(self, session: Session, mention: Mention, now: datetime, result: IngestResult) -> None:
+    def _flag(self, session: Session, mention: Mention, now: datetime, result: IngestResult) -> bool:
+        """Flag the mention for each rule it matches (opening or feeding a case); False if none."""
         drafts = self.rules.evaluate(mention)
         if not drafts:
-            return
+            return False
         assert mention.id is not None
         for draft in sorted(drafts, key=lambda d: d.priority, reverse=True):
             case = open_or_attach(session, mention, draft.severity, draft.priority, now)
@@ -157,3 +162,4 @@ class Pipeline:
                     configured=self.settings.channels,
                     now=now,
                 )
+        return True

@@ -116,3 +116,55 @@ def render_to_string(rows: Sequence[dict[str, Any]], fmt: str, **kwargs: Any) ->
     buffer = io.StringIO()
     render(rows, fmt, out=buffer, **kwargs)
     return buffer.getvalue()
+
+
+def render_timeline(story: dict[str, Any], fmt: str, *, out: TextIO) -> None:
+    """`monitor cases show`: the case header, then one line per event, oldest first."""
+    if fmt == "json":
+        json.dump(story, out, ensure_ascii=False, indent=2, default=_jsonable)
+        out.write("\n")
+        return
+    case = story["case"]
+    console = Console(file=out, width=None if out.isatty() else 140, soft_wrap=False)
+    console.print(
+        escape(
+            f"Case #{case['id']} [{case['status']}] {case['severity']} — {case['brand']} — {case['author']}"
+            f" — assigned to {case['assignee'] or 'nobody'}"
+            + (f" — hint: {case['hint']}" if case.get("hint") else "")
+        ),
+        highlight=False,
+    )
+    table = Table(show_lines=False)
+    for column in ("at", "event", "by", "details"):
+        table.add_column(column, overflow="fold", max_width=90 if column == "details" else None)
+    for entry in story["timeline"]:
+        details: list[str] = []
+        if entry.get("note"):
+            details.append(str(entry["note"]))
+        mention = entry.get("mention")
+        if mention:
+            scores = [
+                f"{label} {value:+.2f}" if label == "sentiment" else f"{label} {value:.2f}"
+                for label, value in (
+                    ("sentiment", mention.get("sentiment")),
+                    ("complaint", mention.get("complaint_score")),
+                )
+                if value is not None
+            ]
+            details.append(
+                f"{_cell(mention['text'], 'text')} ({', '.join(scores)})"
+                if scores
+                else _cell(mention["text"], "text")
+            )
+        for flag in entry.get("flags") or ():
+            details.append(f"flag {flag['rule']} ({flag['severity']}): {'; '.join(flag['why'])}")
+        table.add_row(
+            _cell(entry["at"], "at"),
+            escape(entry["event"]),
+            escape(entry.get("actor") or ""),
+            escape("\n".join(details)),
+        )
+    console.print(table)
+    if story["alerts"]:
+        sent = ", ".join(f"#{a['id']} {a['kind']} to {a['channel']}: {a['status']}" for a in story["alerts"])
+        console.print(escape(f"Alerts: {sent}"), highlight=False)

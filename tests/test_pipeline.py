@@ -105,7 +105,7 @@ def test_later_flags_by_the_same_author_attach_to_the_open_case(db: Database, pi
         (case,) = session.scalars(select(CaseRow))
         assert case.severity == "high"
         kinds = [e.kind for e in session.scalars(select(CaseEventRow).order_by(CaseEventRow.id))]
-        assert kinds == ["opened", "escalated", "mention"]
+        assert kinds == ["opened", "escalated", "flagged"]
     with db.session() as session:
         other = pipeline.ingest(
             session,

@@ -154,6 +154,7 @@ class CaseRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     first_contact_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    hint: Mapped[str | None] = mapped_column(String(200))  # e.g. "customer seems satisfied"
 
 
 class CaseEventRow(Base):

@@ -169,12 +169,9 @@ def attach_followups(
             case = by_conversation.get(mention.conversation_id)
         if case is None:
             continue
-        satisfied = (
-            same_author
-            and (mention.sentiment or 0) >= SATISFIED_SENTIMENT
-            and (mention.complaint_score or 0) < 0.5
-            and not mention.churn
-        )
+        # No rule flagged it (it is in this list), it does not threaten to leave, and it is
+        # clearly positive: the seed story's happy follow-up post.
+        satisfied = same_author and (mention.sentiment or 0) >= SATISFIED_SENTIMENT and not mention.churn
         kind = "mention" if same_author else ("brand-reply" if mention.author_is_brand else "conversation")
         _event(session, case, kind, now, mention_id=mention.id)
         case.updated_at = now

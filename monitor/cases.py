@@ -188,7 +188,8 @@ def attach_followups(
             )
             if auto_resolve:
                 _move(session, case, "resolve", now, actor="monitor", note="auto-resolved: " + SATISFIED_HINT)
-                _notify_resolved(session, case, now, channels or {})
+            kind = "resolved" if auto_resolve else "resolution-suggested"
+            _notify_resolved(session, case, now, channels or {}, kind)
     return attached
 
 
@@ -228,15 +229,18 @@ def _move(
 
 
 def _notify_resolved(
-    session: Session, case: CaseRow, now: datetime, channels: Mapping[str, ChannelConfig]
+    session: Session,
+    case: CaseRow,
+    now: datetime,
+    channels: Mapping[str, ChannelConfig],
+    kind: str = "resolved",
 ) -> None:
+    """Queue the notice for the case's latest event (its id keys the outbox rows)."""
     event = session.scalar(
         select(CaseEventRow).where(CaseEventRow.case_id == case.id).order_by(CaseEventRow.id.desc()).limit(1)
     )
     assert event is not None
-    enqueue_case_event(
-        session, event_id=event.id, case_id=case.id, kind="resolved", configured=channels, now=now
-    )
+    enqueue_case_event(session, event_id=event.id, case_id=case.id, kind=kind, configured=channels, now=now)
 
 
 def act(

@@ -96,6 +96,8 @@ def test_the_seed_arc_end_to_end(
     code, out, _ = cli(capsys, config, "cases", "list", "--format", "json")
     (case,) = json.loads(out)
     assert case["status"] == "contacted" and case["hint"] == "customer seems satisfied" and case["flags"] >= 1
+    assert cli(capsys, config, "alerts", "send")[0] == 0  # the suggestion reaches the channel
+    assert "customer seems satisfied (suggested: resolve the case)" in webhook.posts[-1]["text"]
 
     assert (
         cli(capsys, config, "cases", "resolve", "1", "--note", "he stays", "--by", "alice")[1]

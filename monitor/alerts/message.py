@@ -7,6 +7,10 @@ from datetime import datetime
 from typing import Any
 
 EXCERPT_CHARS = 500
+CASE_EVENTS = {
+    "resolved": "case resolved",
+    "resolution-suggested": "customer seems satisfied (suggested: resolve the case)",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +46,7 @@ class AlertMessage:
     @property
     def headline(self) -> str:
         """One line: severity, what happened, brand and author. Whitespace-free of newlines."""
-        what = self.rule if self.kind == "flag" else f"case {self.kind}"
+        what = self.rule if self.kind == "flag" else CASE_EVENTS.get(self.kind, f"case {self.kind}")
         who = f" — {self.author}" if self.author else ""
         return " ".join(f"[{self.severity.upper()}] {what} — {self.brand}{who}".split())
 

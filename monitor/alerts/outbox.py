@@ -65,10 +65,11 @@ def enqueue_case_event(
     configured: Mapping[str, ChannelConfig],
     now: datetime,
 ) -> int:
-    """A case event (e.g. "resolved") for every channel that asked for such notices."""
+    """A resolution notice ("resolved", or "resolution-suggested" when the author seems
+    satisfied) for every channel that asked for them with `notify_resolved`."""
     queued = 0
     for name, channel in configured.items():
-        if kind == "resolved" and channel.notify_resolved:
+        if kind in ("resolved", "resolution-suggested") and channel.notify_resolved:
             session.add(_row(f"case-event:{event_id}", kind, name, now, case_id=case_id))
             queued += 1
     return queued

@@ -18,14 +18,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from monitor.config import settings_from_dict
 from monitor.mention import Mention
 from monitor.pipeline import Pipeline
 from monitor.storage.db import Database
-from monitor.storage.queries import MENTION_COLUMNS
+from monitor.storage.queries import MENTION_COLUMNS, Filters, flagged_posts
+from monitor.summary import build_summary
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "fr-telecom-tweets" / "unlabelled.csv"
 BATCH = 100  # what a feed page or an X search page yields
@@ -186,13 +187,122 @@ def bench_enrich(count: int) -> list[dict[str, object]]:
     ]
 
 
+REPORT_RULES = (("complaint", "medium"), ("churn", "high"), ("outage", "critical"), ("influencer", "low"))
+
+
+def report_database(path: str, count: int, now: datetime, seed: int = 13) -> None:
+    """A history of `count` mentions over a year (2% flagged, one case per flagged author) in SQLite."""
+    Database(f"sqlite:///{path}").dispose()  # the schema, through the migrations
+    rng = random.Random(seed)
+    pool = texts(2000, seed)
+    brands, sources = ("Free", "Orange", "SFR"), ("rss", "twitter", "forum")
+
+    def stamp(moment: datetime) -> str:  # SQLAlchemy's SQLite storage format, naive UTC
+        return moment.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+    mention_rows, flag_rows, case_rows = [], [], []
+    statuses = ("new", "contacted", "resolved", "resolved", "dismissed")
+    for i in range(count):
+        collected = now - timedelta(seconds=rng.randrange(365 * 86400))
+        published = None if i % 20 == 0 else collected - timedelta(seconds=rng.randrange(3600))
+        sentiment = None if i % 25 == 0 else round(rng.uniform(-1, 1), 3)
+        brand, author = brands[i % 3], f"a{rng.randrange(count // 4 + 1)}"
+        text = rng.choice(pool)
+        mention_rows.append(
+            (
+                *(sources[i % 3], f"m{i}", f"https://example.org/{i}", None, text, author, author, None),
+                *(rng.randrange(10_000), 0, "fr", published and stamp(published), stamp(collected)),
+                *(None, brand, sentiment, None, None),
+            )
+        )
+        if i % 50 == 0:  # flagged: a case of its own, in some state of the workflow
+            rule, severity = REPORT_RULES[i // 50 % len(REPORT_RULES)]
+            case_id = len(case_rows) + 1
+            status = statuses[case_id % len(statuses)]
+            contact = collected + timedelta(hours=rng.uniform(0.1, 48)) if status != "new" else None
+            resolved = contact + timedelta(hours=rng.uniform(1, 96)) if status == "resolved" else None
+            case_rows.append(
+                (
+                    *(
+                        brand,
+                        f"c{case_id}",
+                        author,
+                        status,
+                        severity,
+                        1.0,
+                        stamp(collected),
+                        stamp(collected),
+                    ),
+                    *(contact and stamp(contact), resolved and stamp(resolved)),
+                )
+            )
+            explanation = json.dumps({"rule": rule, "description": None, "matched": ["panne"]})
+            flag_rows.append((i + 1, case_id, rule, severity, rng.random(), explanation, stamp(collected)))
+    connection = sqlite3.connect(path)
+    with connection:
+        connection.executemany(
+            f"INSERT INTO mentions ({', '.join(MENTION_COLUMNS)}) VALUES ({', '.join('?' for _ in MENTION_COLUMNS)})",
+            mention_rows,
+        )
+        connection.executemany(
+            "INSERT INTO cases (brand, author_key, author_name, status, severity, priority, opened_at,"
+            " updated_at, first_contact_at, resolved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            case_rows,
+        )
+        connection.executemany(
+            "INSERT INTO flags (mention_id, case_id, rule, severity, priority, explanation, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            flag_rows,
+        )
+    connection.execute("ANALYZE")
+    connection.close()
+
+
+def bench_report(count: int) -> list[dict[str, object]]:
+    """`monitor report` with default filters: the summary and the 100 most urgent flagged posts."""
+    now = datetime.now(UTC)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/report.db"
+        report_database(path, count, now)
+        db = Database(f"sqlite:///{path}")
+
+        def report() -> None:
+            with db.session() as session:
+                build_summary(session, Filters(), now)
+                flagged_posts(session, Filters(limit=100))
+
+        seconds = sorted(timed(report) for _ in range(3))[1]  # median of 3
+        db.dispose()
+        # Baseline: one raw pass over the mentions table (what any unindexed aggregate costs).
+        connection = sqlite3.connect(path)
+        baseline = sorted(
+            timed(lambda: connection.execute("SELECT count(*), sum(sentiment) FROM mentions").fetchall())
+            for _ in range(3)
+        )[1]
+        connection.close()
+    value, base = round(seconds, 4), round(baseline, 4)
+    return [
+        {
+            "name": "report",
+            "value": value,
+            "unit": "s",
+            "baseline": base,
+            "ratio": round(value / base, 3) if base else None,
+            "target": 1.0,
+            "ok": seconds < 1.0,
+            "note": f"summary + 100 flagged posts, default filters, {count} mentions in SQLite (median of 3);"
+            " baseline = one raw scan of the mentions table",
+        }
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small inputs (seconds)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     args = parser.parse_args(argv)
     size = 2_000 if args.quick else 20_000
-    results = bench_enrich(size) + bench_ingest(size)
+    results = bench_enrich(size) + bench_ingest(size) + bench_report(20_000 if args.quick else 1_000_000)
     for result in results:
         if args.json:
             print(json.dumps(result))

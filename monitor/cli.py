@@ -523,13 +523,61 @@ def model_train(data_dir: str, labels: str, output: str | None) -> None:
 
 
 @cli.command()
+@click.option("--metrics-port", type=click.IntRange(1, 65535), help="Serve Prometheus metrics on this port.")
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Address for the metrics server."
+)
 @pass_ctx
-def run(ctx: Context) -> None:
-    """Run the daemon: poll each source at its `every` until SIGINT/SIGTERM."""
+def run(ctx: Context, metrics_port: int | None, metrics_host: str) -> None:
+    """Run the daemon: poll sources, deliver alerts, until SIGINT/SIGTERM (SIGHUP reloads the config)."""
     from monitor.daemon import run_forever
 
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
-    run_forever(ctx.settings, ctx.db)
+    run_forever(
+        ctx.settings,
+        ctx.db,
+        config_path=config_path(ctx.config_option),
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+    )
+
+
+@cli.command()
+@format_option()
+@pass_ctx
+def status(ctx: Context, fmt: str) -> None:
+    """Health for scripts and container checks: exit 0 when healthy, 1 otherwise."""
+    from monitor.status import health
+
+    report = health(ctx.settings, ctx.settings.database)
+    if fmt == "json":
+        import json
+
+        click.echo(json.dumps(report, default=str))
+    else:
+        click.echo(
+            f"database: {'reachable' if report['database_ok'] else 'UNREACHABLE: ' + str(report['database_error'])}"
+        )
+        click.echo(
+            f"outbox: {report['outbox_pending']} pending"
+            + (
+                f", oldest {report['oldest_pending_minutes']:.0f} min"
+                if report["oldest_pending_minutes"] is not None
+                else ""
+            )
+        )
+        for row in report["sources"]:
+            click.echo(
+                f"source {row['source']} [{row['stream']}]: {row['status']}"
+                + (
+                    f" ({row['last_error'] or row['parked_reason'] or row['disabled_reason']})"
+                    if row["status"] != "ok"
+                    else ""
+                )
+            )
+        click.echo("healthy" if report["healthy"] else "UNHEALTHY: " + "; ".join(report["problems"]))
+    if not report["healthy"]:
+        sys.exit(1)
 
 
 @cli.command()

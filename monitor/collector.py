@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from monitor.pipeline import IngestResult, Pipeline
 from monitor.sources import Source, build_source
 from monitor.storage import state
 from monitor.storage.db import Database
+from monitor.storage.leases import source_lease
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(hours=1)
@@ -72,6 +74,7 @@ class Collector:
         self.sources = list(sources) if sources is not None else build_sources(settings)
         self.pipeline = pipeline or Pipeline(settings)
         self.clock = clock
+        self.stopping = threading.Event()
 
     def close(self) -> None:
         for source in self.sources:
@@ -113,12 +116,36 @@ class Collector:
         return min(times) if times else None
 
     def poll(self, source: Source, report: CycleReport | None = None) -> CycleReport:
-        """Poll each stream of one source, then schedule each stream's next poll."""
+        """Poll each stream of one source, then schedule each stream's next poll.
+
+        Stops between streams once `stopping` is set, so a shutdown finishes the batch in hand
+        and no more.
+        """
         report = report if report is not None else CycleReport()
         for stream in source.streams():
+            if self.stopping.is_set():
+                break
             line = self._poll_stream(source, stream, report.totals)
             report.streams.append(line)
         return report
+
+    def poll_if_due(self, source: Source, early: timedelta = timedelta(0)) -> CycleReport | None:
+        """Poll `source` if no other node holds it and its next poll time has come (within
+        `early`): the scheduler of every node may ask; one node polls per interval."""
+        if source.disabled_reason():
+            return None
+        with source_lease(self.db, source.name) as held:
+            if not held:
+                return None
+            with self.db.session() as session:
+                times = [
+                    row.next_poll_at
+                    for row in state.all_states(session)
+                    if row.source == source.name and row.next_poll_at is not None
+                ]
+            if times and min(times) > self.clock() + early:
+                return None
+            return self.poll(source)
 
     def _next_poll(self, source: Source, errors: int, parked_until: datetime | None) -> datetime:
         """On success: `every` plus jitter. On failure: exponential backoff (capped), with jitter."""

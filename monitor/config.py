@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -69,12 +69,66 @@ class Rule(Frozen):
     description: str | None = None
 
 
+class AggregateRule(Frozen):
+    """A rule evaluated on a schedule over many mentions (volume, silence, complaint counts)."""
+
+    name: str = Field(min_length=1, max_length=100)
+    severity: Severity = "high"
+    window: Duration = timedelta(hours=1)
+    notify: tuple[str, ...] = ()
+    cooldown: Duration | None = None  # default: the window
+    brands: tuple[str, ...] = ()
+    enabled: bool = True
+    description: str | None = None
+
+    @property
+    def quiet_period(self) -> timedelta:
+        """How long after an alert the same rule stays silent for the same brand or source."""
+        return self.cooldown or self.window
+
+
+class SpikeRule(AggregateRule):
+    """Mentions of a brand in the last `window`, against the usual rate over `reference` before it."""
+
+    type: Literal["spike"] = "spike"
+    reference: Duration = timedelta(days=7)
+    ratio: float = Field(default=3.0, ge=1.0)
+    min_count: int = Field(default=10, ge=1)
+
+
+class FlatlineRule(AggregateRule):
+    """A source (a stalled collector) or a brand with no new mention for `window`."""
+
+    type: Literal["flatline"] = "flatline"
+    window: Duration = timedelta(hours=6)
+    per: Literal["source", "brand"] = "source"
+    sources: tuple[str, ...] = ()
+
+
+class FrequencyRule(AggregateRule):
+    """At least `count` flags (of `rules`, default all) for a brand within `window`."""
+
+    type: Literal["frequency"] = "frequency"
+    count: int = Field(ge=1)
+    rules: tuple[str, ...] = ()
+
+
+if TYPE_CHECKING:
+    AggregateSettings = SpikeRule | FlatlineRule | FrequencyRule
+else:
+    AggregateSettings = Annotated[
+        Union[SpikeRule, FlatlineRule, FrequencyRule],  # noqa: UP007
+        Field(discriminator="type"),
+    ]
+
+
 class Settings(Frozen):
     database: str = DEFAULT_DATABASE
     brands: tuple[Brand, ...] = Field(min_length=1)
     sources: tuple[SourceSettings, ...] = ()
     rules: tuple[Rule, ...] | None = None
     rules_files: tuple[str, ...] = ()
+    aggregates: tuple[AggregateSettings, ...] = ()
     channels: dict[str, ChannelSettings] = Field(default_factory=dict)
     languages: tuple[str, ...] = ("fr", "en")
     retention_days: int | None = Field(default=None, gt=0)
@@ -92,14 +146,47 @@ class Settings(Frozen):
             for j, brand in enumerate(source.brands):
                 if brand not in brand_names:
                     raise _PathError(f"sources[{i}].brands[{j}]", _unknown("brand", brand, brand_names))
+        rule_names: set[str] = set()
         for i, rule in enumerate(self.rules or ()):
-            for j, channel in enumerate(rule.notify):
-                if channel not in self.channels:
-                    raise _PathError(f"rules[{i}].notify[{j}]", _unknown("channel", channel, self.channels))
-            for j, brand in enumerate(rule.brands):
-                if brand not in brand_names:
-                    raise _PathError(f"rules[{i}].brands[{j}]", _unknown("brand", brand, brand_names))
+            if rule.name in rule_names:
+                raise _PathError(f"rules[{i}].name", f"duplicate rule name {rule.name!r}")
+            rule_names.add(rule.name)
+            self._check_references(f"rules[{i}]", rule.notify, rule.brands, brand_names)
+        if self.rules is None:
+            from monitor.rules.engine import default_rules
+
+            rule_names = {rule.name for rule in default_rules()}
+        aggregate_names: set[str] = set()
+        source_names = {s.name for s in self.sources}
+        for i, aggregate in enumerate(self.aggregates):
+            where = f"aggregates[{i}]"
+            if aggregate.name in aggregate_names:
+                raise _PathError(f"{where}.name", f"duplicate aggregate rule name {aggregate.name!r}")
+            aggregate_names.add(aggregate.name)
+            self._check_references(where, aggregate.notify, aggregate.brands, brand_names)
+            if isinstance(aggregate, FlatlineRule):
+                if aggregate.per == "brand" and aggregate.sources:
+                    raise _PathError(f"{where}.sources", "`sources` needs `per: source`")
+                if aggregate.per == "source" and aggregate.brands:
+                    raise _PathError(f"{where}.brands", "`brands` needs `per: brand`")
+                for j, name in enumerate(aggregate.sources):
+                    if name not in source_names:
+                        raise _PathError(f"{where}.sources[{j}]", _unknown("source", name, source_names))
+            if isinstance(aggregate, FrequencyRule):
+                for j, name in enumerate(aggregate.rules):
+                    if name not in rule_names:
+                        raise _PathError(f"{where}.rules[{j}]", _unknown("rule", name, rule_names))
         return self
+
+    def _check_references(
+        self, where: str, notify: tuple[str, ...], brands: tuple[str, ...], brand_names: set[str]
+    ) -> None:
+        for j, channel in enumerate(notify):
+            if channel not in self.channels:
+                raise _PathError(f"{where}.notify[{j}]", _unknown("channel", channel, self.channels))
+        for j, brand in enumerate(brands):
+            if brand not in brand_names:
+                raise _PathError(f"{where}.brands[{j}]", _unknown("brand", brand, brand_names))
 
     @property
     def sqlite(self) -> bool:
@@ -151,12 +238,12 @@ def settings_from_dict(
             f"expected a mapping of settings at the top level, got {type(raw).__name__}", file=file
         )
     raw = _interpolate(raw, env if env is not None else os.environ, file, "")
-    raw = _with_rules_files(raw, file, env if env is not None else os.environ, base_dir or Path("."))
+    raw, origins = _with_rules_files(raw, file, env if env is not None else os.environ, base_dir or Path("."))
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        raise _config_error(exc, raw, file) from None
-    _validate_rule_conditions(settings, file)
+        raise _config_error(exc, raw, file, origins) from None
+    _validate_rule_conditions(settings, file, origins)
     return settings
 
 
@@ -201,13 +288,19 @@ def _join(path: str, key: Any) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
+# Where each rule of the merged `rules:` list was written: (file, key path of the rule in that file).
+Origins = list[tuple[str, str]]
+
+
 def _with_rules_files(
     raw: dict[str, Any], file: str, env: Mapping[str, str], base_dir: Path
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], Origins]:
     """Append the rules of each `rules_files:` entry (paths relative to the config file)."""
+    own = raw.get("rules")
+    origins: Origins = [(file, f"rules[{i}]") for i in range(len(own) if isinstance(own, list) else 0)]
     files = raw.get("rules_files")
     if not files:
-        return raw
+        return raw, origins
     if not isinstance(files, list):
         raise ConfigError("expected a list of file paths", file=file, path="rules_files")
     rules = list(raw.get("rules") or [])
@@ -217,31 +310,54 @@ def _with_rules_files(
             loaded = _parse_yaml(rules_path.read_text(encoding="utf-8"), str(rules_path))
         except OSError as exc:
             raise ConfigError(f"cannot read rules file: {exc}", file=file, path=f"rules_files[{i}]") from None
+        prefix = "rules"
         if isinstance(loaded, dict):
             loaded = loaded.get("rules")
+        else:
+            prefix = ""
         if not isinstance(loaded, list):
             raise ConfigError(
                 "expected a list of rules (or a mapping with a `rules:` list)", file=str(rules_path)
             )
-        rules.extend(_interpolate(loaded, env, str(rules_path), "rules"))
-    return {**raw, "rules": rules}
+        rules.extend(_interpolate(loaded, env, str(rules_path), prefix))
+        origins.extend((str(rules_path), f"{prefix}[{j}]") for j in range(len(loaded)))
+    return {**raw, "rules": rules}, origins
 
 
-def _config_error(exc: ValidationError, raw: Any, file: str) -> ConfigError:
-    lines = []
-    first_path = None
+_RULE_PATH = re.compile(r"rules\[(\d+)\](.*)")
+
+
+def _locate(
+    path: str | None, message: str, file: str, raw: Any, origins: Origins
+) -> tuple[str, str | None, str]:
+    """A merged `rules[i]...` path back to the file and key path the rule was written at, and the
+    rule's name added to the message."""
+    match = _RULE_PATH.fullmatch(path or "")
+    if not match or int(match.group(1)) >= len(origins):
+        return file, path, message
+    index = int(match.group(1))
+    rule_file, rule_path = origins[index]
+    rule = raw.get("rules", [])[index] if isinstance(raw, dict) else None
+    name = rule.get("name") if isinstance(rule, dict) else None
+    return rule_file, f"{rule_path}{match.group(2)}", f"{message} (rule {name!r})" if name else message
+
+
+def _config_error(exc: ValidationError, raw: Any, file: str, origins: Origins | None = None) -> ConfigError:
+    located = []
     for error in exc.errors(include_url=False):
         ctx_error = (error.get("ctx") or {}).get("error")
         if isinstance(ctx_error, _PathError):
             path, message = ctx_error.path, ctx_error.message
         else:
             path, message = _format_loc(error["loc"], raw), _format_message(error)
-        first_path = first_path or path
-        lines.append(f"{path}: {message}" if path else message)
-    if len(lines) == 1:
-        return ConfigError(
-            lines[0].split(": ", 1)[-1] if first_path else lines[0], file=file, path=first_path
-        )
+        located.append(_locate(path or None, message, file, raw, origins or []))
+    if len(located) == 1:
+        ((where, only_path, only_message),) = located
+        return ConfigError(only_message, file=where, path=only_path)
+    lines = [
+        ": ".join(part for part in (where if where != file else None, at, text) if part)
+        for where, at, text in located
+    ]
     return ConfigError(f"{len(lines)} errors:\n  " + "\n  ".join(lines), file=file)
 
 
@@ -287,8 +403,22 @@ def _format_message(error: Any) -> str:
     return message
 
 
-def _validate_rule_conditions(settings: Settings, file: str) -> None:
+def _validate_rule_conditions(settings: Settings, file: str, origins: Origins | None = None) -> None:
+    """Compile every rule's condition tree (disabled rules too); report every rule that fails."""
     from monitor.rules.conditions import validate_condition
 
+    errors: list[ConfigError] = []
     for i, rule in enumerate(settings.rules or ()):
-        validate_condition(rule.when, path=f"rules[{i}].when", file=file)
+        rule_file, rule_path = origins[i] if origins and i < len(origins) else (file, f"rules[{i}]")
+        try:
+            validate_condition(rule.when, path=f"{rule_path}.when", file=rule_file)
+        except ConfigError as exc:
+            errors.append(ConfigError(f"{exc.message} (rule {rule.name!r})", file=exc.file, path=exc.path))
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        lines = [
+            ": ".join(part for part in (e.file if e.file != file else None, e.path, e.message) if part)
+            for e in errors
+        ]
+        raise ConfigError(f"{len(lines)} errors:\n  " + "\n  ".join(lines), file=file)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from monitor.alerts.outbox import enqueue_flag
@@ -18,11 +19,13 @@ from monitor.analysis.brands import BrandMatcher
 from monitor.analysis.enrich import Analyzer
 from monitor.analysis.text import clean_whitespace
 from monitor.cases import attach_followups, open_or_attach
+from monitor.confbase import format_duration
 from monitor.config import Settings
 from monitor.mention import Mention
-from monitor.rules.engine import RuleSet
+from monitor.rules.context import DatabaseContext
+from monitor.rules.engine import FlagDraft, RuleSet
 from monitor.storage import queries, state
-from monitor.storage.tables import FlagRow
+from monitor.storage.tables import FlagRow, MentionRow
 
 MAX_TEXT = 100_000
 Enricher = Callable[[list[Mention]], list[Mention]]
@@ -133,26 +136,34 @@ class Pipeline:
 
     def _flag(self, session: Session, mention: Mention, now: datetime, result: IngestResult) -> bool:
         """Flag the mention for each rule it matches (opening or feeding a case); False if none."""
-        drafts = self.rules.evaluate(mention)
+        drafts = self.rules.evaluate(mention, DatabaseContext(session))
         if not drafts:
             return False
         assert mention.id is not None
         for draft in sorted(drafts, key=lambda d: d.priority, reverse=True):
             case = open_or_attach(session, mention, draft.severity, draft.priority, now)
+            alert = case.opened or case.escalated
+            explanation = draft.explanation
+            if alert and draft.cooldown is not None and _cooling_down(session, mention, draft, now):
+                alert = False
+                explanation = {
+                    **explanation,
+                    "cooldown": f"no alert: this rule flagged the same author within {format_duration(draft.cooldown)}",
+                }
             flag = FlagRow(
                 mention_id=mention.id,
                 case_id=case.case_id,
                 rule=draft.rule,
                 severity=draft.severity,
                 priority=draft.priority,
-                explanation=draft.explanation,
+                explanation=explanation,
                 created_at=now,
             )
             session.add(flag)
             session.flush()
             result.flags += 1
             result.cases_opened += int(case.opened)
-            if case.opened or case.escalated:
+            if alert:
                 result.alerts_queued += enqueue_flag(
                     session,
                     flag_id=flag.id,
@@ -163,3 +174,22 @@ class Pipeline:
                     now=now,
                 )
         return True
+
+
+def _cooling_down(session: Session, mention: Mention, draft: FlagDraft, now: datetime) -> bool:
+    """Did this rule flag a post of the same brand by the same author within its cooldown?"""
+    if not mention.author_id or draft.cooldown is None:
+        return False
+    earlier = session.scalar(
+        select(FlagRow.id)
+        .join(MentionRow, MentionRow.id == FlagRow.mention_id)
+        .where(
+            FlagRow.rule == draft.rule,
+            FlagRow.created_at > now - draft.cooldown,
+            FlagRow.mention_id != mention.id,
+            MentionRow.brand == mention.brand,
+            MentionRow.author_id == mention.author_id,
+        )
+        .limit(1)
+    )
+    return earlier is not None

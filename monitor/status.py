@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from sqlalchemy import func, select
 
 from monitor.collector import build_sources
 from monitor.config import Settings
+from monitor.errors import MonitorError
 from monitor.storage import state
 from monitor.storage.db import Database
-from monitor.storage.tables import SourceStateRow
+from monitor.storage.tables import OutboxRow, SourceStateRow
 
 
 def source_health(settings: Settings, db: Database, now: datetime | None = None) -> list[dict[str, Any]]:
@@ -69,3 +72,45 @@ def _row(
         "parked_until": row.parked_until if row else None,
         "mentions": row.mentions_total if row else 0,
     }
+
+
+FAILING_STREAM_ERRORS = 3  # a stream failing this many polls in a row makes the node unhealthy
+STUCK_ALERT = timedelta(minutes=30)  # an alert waiting longer means delivery is stuck
+
+
+def health(settings: Settings, database_url: str, now: datetime | None = None) -> dict[str, Any]:
+    """What `monitor status` reports: database, outbox backlog, each stream; and whether all is well."""
+    now = now or datetime.now(UTC)
+    report: dict[str, Any] = {
+        "database_ok": False,
+        "database_error": None,
+        "outbox_pending": 0,
+        "oldest_pending_minutes": None,
+        "sources": [],
+        "problems": [],
+    }
+    try:
+        db = Database(database_url)
+        with db.session() as session:
+            pending = session.execute(
+                select(func.count(), func.min(OutboxRow.created_at)).where(OutboxRow.status == "pending")
+            ).one()
+        report["database_ok"] = True
+        report["outbox_pending"] = int(pending[0])
+        if pending[1] is not None:
+            report["oldest_pending_minutes"] = round((now - pending[1]).total_seconds() / 60, 1)
+        report["sources"] = source_health(settings, db, now)
+        db.dispose()
+    except MonitorError as exc:
+        report["database_error"] = str(exc)
+        report["problems"].append(f"database: {exc}")
+    if (
+        report["oldest_pending_minutes"] is not None
+        and report["oldest_pending_minutes"] > STUCK_ALERT.total_seconds() / 60
+    ):
+        report["problems"].append(f"alerts waiting for {report['oldest_pending_minutes']:.0f} min")
+    for row in report["sources"]:
+        if row["status"] == "error" and row["errors"] >= FAILING_STREAM_ERRORS:
+            report["problems"].append(f"source {row['source']} failing: {row['last_error']}")
+    report["healthy"] = not report["problems"]
+    return report

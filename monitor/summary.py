@@ -48,7 +48,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def _day(session: Session, moment: ColumnElement[Any]) -> ColumnElement[Any]:
+def _day(session: Session, moment: Any) -> ColumnElement[Any]:
     """The UTC calendar day of a timestamp, as text `YYYY-MM-DD`, in the session's dialect.
 
     Literal SQL, not bound parameters: PostgreSQL only matches a GROUP BY expression to the
@@ -168,9 +168,7 @@ def _flags(session: Session, filters: Filters, now: datetime) -> dict[str, Any]:
     return {
         "total": sum(by_rule.values()),
         "by_rule": dict(sorted(by_rule.items(), key=lambda item: (-item[1], item[0]))),
-        "by_severity": dict(
-            sorted(by_severity.items(), key=lambda item: (-severity_rank(item[0]), item[0]))
-        ),
+        "by_severity": dict(sorted(by_severity.items(), key=lambda item: (-severity_rank(item[0]), item[0]))),
         "per_day": [{"day": d, "flags": counts.get(d, 0)} for d in _span(list(counts), filters.since, now)],
     }
 

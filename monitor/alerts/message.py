@@ -22,7 +22,7 @@ class AlertMessage:
     """
 
     outbox_id: int
-    kind: str  # "flag" or a case event ("resolved")
+    kind: str  # "flag", "aggregate" (an aggregate rule's alert) or a case event ("resolved")
     severity: str
     brand: str
     rule: str | None = None
@@ -46,7 +46,11 @@ class AlertMessage:
     @property
     def headline(self) -> str:
         """One line: severity, what happened, brand and author. Whitespace-free of newlines."""
-        what = self.rule if self.kind == "flag" else CASE_EVENTS.get(self.kind, f"case {self.kind}")
+        what = (
+            self.rule
+            if self.kind in ("flag", "aggregate")
+            else CASE_EVENTS.get(self.kind, f"case {self.kind}")
+        )
         who = f" — {self.author}" if self.author else ""
         return " ".join(f"[{self.severity.upper()}] {what} — {self.brand}{who}".split())
 

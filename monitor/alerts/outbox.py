@@ -23,7 +23,7 @@ from monitor.alerts.message import AlertMessage
 from monitor.confbase import severity_rank
 from monitor.errors import DeliveryError
 from monitor.storage.db import Database
-from monitor.storage.tables import CaseRow, FlagRow, MentionRow, OutboxRow
+from monitor.storage.tables import AggregateAlertRow, CaseRow, FlagRow, MentionRow, OutboxRow
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=5)
@@ -89,7 +89,9 @@ def _row(event_key: str, kind: str, channel: str, now: datetime, **ids: Any) -> 
 
 
 def build_message(session: Session, row: OutboxRow) -> AlertMessage:
-    """What the alert says, read from the flag, its mention and its case."""
+    """What the alert says, read from the flag, its mention and its case (or the aggregate alert)."""
+    if row.kind == "aggregate":
+        return _aggregate_message(session, row)
     flag = session.get(FlagRow, row.flag_id) if row.flag_id is not None else None
     mention = session.get(MentionRow, flag.mention_id) if flag is not None else None
     case = session.get(CaseRow, row.case_id) if row.case_id is not None else None
@@ -110,6 +112,30 @@ def build_message(session: Session, row: OutboxRow) -> AlertMessage:
         text=mention.text if mention else (f"Case #{case.id} was {row.kind}." if case else ""),
         published_at=mention.published_at if mention else None,
         why=tuple(str(m) for m in (explanation or {}).get("matched") or ()),
+    )
+
+
+def _aggregate_message(session: Session, row: OutboxRow) -> AlertMessage:
+    """An aggregate rule's alert (`event_key` is `aggregate:<id>`): no post, the finding instead."""
+    prefix, _, number = row.event_key.partition(":")
+    alert = (
+        session.get(AggregateAlertRow, int(number)) if prefix == "aggregate" and number.isdigit() else None
+    )
+    if alert is None:
+        return AlertMessage(
+            outbox_id=row.id, kind=row.kind, severity="low", brand="?", text="(alert deleted)"
+        )
+    why = tuple(str(m) for m in (alert.explanation or {}).get("matched") or ())
+    return AlertMessage(
+        outbox_id=row.id,
+        kind=row.kind,
+        severity=alert.severity,
+        brand=alert.brand or alert.subject,
+        rule=alert.rule,
+        source=alert.source,
+        text=(alert.explanation or {}).get("description") or f"{alert.kind}: {alert.subject}",
+        published_at=alert.created_at,
+        why=why,
     )
 
 

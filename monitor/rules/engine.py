@@ -13,7 +13,7 @@ import yaml
 from monitor.confbase import severity_rank
 from monitor.config import Rule, Settings
 from monitor.mention import Mention
-from monitor.rules.conditions import Condition, compile_condition
+from monitor.rules.conditions import Condition, KeywordIndex, RuleContext, Subject, compile_condition
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +46,28 @@ def priority(severity: str, followers: int | None) -> float:
 
 
 class RuleSet:
-    def __init__(self, rules: tuple[Rule, ...]) -> None:
+    """Enabled rules compiled once, their words and phrases in one shared keyword automaton.
+
+    Per mention the automaton runs once; rules that need a keyword are evaluated only when one
+    of theirs was hit, the others always.
+    """
+
+    def __init__(self, rules: tuple[Rule, ...], *, file: str = "<config>") -> None:
+        self.keywords = KeywordIndex()
         self.rules = [
-            CompiledRule(rule, compile_condition(rule.when, f"rules[{i}].when"))
+            CompiledRule(rule, compile_condition(rule.when, f"rules[{i}].when", file, keywords=self.keywords))
             for i, rule in enumerate(rules)
             if rule.enabled
         ]
+        self._always: list[int] = []
+        self._by_keyword: dict[int, list[int]] = {}
+        for n, compiled in enumerate(self.rules):
+            required = compiled.condition.required()
+            if required is None:
+                self._always.append(n)
+            else:
+                for kid in required:
+                    self._by_keyword.setdefault(kid, []).append(n)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RuleSet:
@@ -61,13 +77,27 @@ class RuleSet:
         every_channel = tuple(settings.channels)
         return cls(tuple(rule.model_copy(update={"notify": every_channel}) for rule in default_rules()))
 
-    def evaluate(self, mention: Mention) -> list[FlagDraft]:
+    def _candidates(self, subject: Subject) -> list[CompiledRule]:
+        if not self._by_keyword:
+            return self.rules
+        hits = subject.hits(self.keywords)
+        if not hits:
+            return [self.rules[n] for n in self._always]
+        chosen = set(self._always)
+        for kid in hits:
+            chosen.update(self._by_keyword.get(kid, ()))
+        return [self.rules[n] for n in sorted(chosen)]
+
+    def evaluate(self, mention: Mention, context: RuleContext | None = None) -> list[FlagDraft]:
+        """The flags this mention raises, in rule order. `context` answers database questions
+        (`author_mentions_within`); without it those conditions see only the mention itself."""
+        subject = Subject(mention, context)
         drafts = []
-        for compiled in self.rules:
+        for compiled in self._candidates(subject):
             rule = compiled.rule
             if rule.brands and mention.brand not in rule.brands:
                 continue
-            evidence = compiled.condition.evaluate(mention)
+            evidence = compiled.condition.evaluate(subject)
             if evidence is None:
                 continue
             drafts.append(

@@ -206,3 +206,24 @@ class OutboxRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AggregateAlertRow(Base):
+    """An aggregate rule's alert-worthy result: a volume spike, a silent source, a run of complaints."""
+
+    __tablename__ = "aggregate_alerts"
+    __table_args__ = (Index("ix_aggregate_alerts_rule_subject", "rule", "subject", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    rule: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(16))  # spike, flatline, frequency
+    subject: Mapped[str] = mapped_column(String(300))  # "brand Free", "source blogs"
+    brand: Mapped[str | None] = mapped_column(String(200))
+    source: Mapped[str | None] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float] = mapped_column(Float)  # the count in the window (or hours silent)
+    reference: Mapped[float | None] = mapped_column(Float)  # what was expected, when known
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    window_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    explanation: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -174,7 +174,7 @@ def mentions(
 @click.option("--rule")
 @click.option("--limit", type=click.IntRange(min=1), default=None)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write to this file.")
-@format_option()
+@format_option((*FORMATS, "html"))
 @pass_ctx
 def report(
     ctx: Context,
@@ -188,8 +188,15 @@ def report(
     output: str | None,
     fmt: str,
 ) -> None:
-    """Flagged posts, most urgent first, with why each was flagged."""
+    """Flagged posts, most urgent first, with why each was flagged, and a summary.
+
+    `--format html` writes one self-contained page with charts (mentions per day by sentiment,
+    flags per day, open-case aging).
+    """
+    from monitor.report import render_summary
+    from monitor.report_html import render_html
     from monitor.storage.queries import Filters, flagged_posts
+    from monitor.summary import build_summary
 
     filters = Filters(
         brand=brand,
@@ -200,18 +207,30 @@ def report(
         rule=rule,
         limit=limit,
     )
+    now = datetime.now(UTC)
     with ctx.db.session() as session:
         rows = with_why(flagged_posts(session, filters))
-    if fmt != "table":
+        summary = build_summary(session, filters, now) if fmt in ("table", "html") else None
+    if fmt in ("json", "csv"):
         for row in rows:
             row.pop("why")
     title = f"{len(rows)} flagged posts"
+
+    def write(out: Any) -> None:
+        if fmt == "html":
+            assert summary is not None
+            out.write(render_html(summary, rows, title="monitor report", generated_at=now))
+            return
+        if summary is not None:
+            render_summary(summary, out=out)
+        render(rows, fmt, table_columns=REPORT_TABLE, title=title, out=out)
+
     if output:
         with open(output, "w", encoding="utf-8", newline="") as out:
-            render(rows, fmt, table_columns=REPORT_TABLE, title=title, out=out)
+            write(out)
         click.echo(f"wrote {output}")
     else:
-        render(rows, fmt, table_columns=REPORT_TABLE, title=title, out=sys.stdout)
+        write(sys.stdout)
 
 
 @cli.command()
@@ -375,6 +394,140 @@ def cases_assign(ctx: Context, case_id: int, to: str, by: str | None) -> None:
     with ctx.db.session() as session:
         assign(session, case_id, to, datetime.now(UTC), actor=_actor(by))
     click.echo(f"case #{case_id} is assigned to {to}")
+
+
+@cli.group()
+def rules() -> None:
+    """Check, try and backtest the rules before they go live."""
+
+
+@rules.command("check")
+@pass_ctx
+def rules_check(ctx: Context) -> None:
+    """Validate the config's rules; exit 2 naming file, rule and field on errors, else summarize."""
+    from monitor.confbase import format_duration
+    from monitor.rules.trial import describe
+
+    summary = describe(ctx.settings)
+    listed = summary["rules"]
+    enabled = sum(1 for rule in listed if rule["enabled"])
+    if summary["builtin"]:
+        click.echo(f"no rules configured: the built-in pack applies ({', '.join(r['name'] for r in listed)})")
+    else:
+        files = ", ".join([str(config_path(ctx.config_option)), *summary["rules_files"]])
+        click.echo(
+            f"{len(listed)} rules ok ({enabled} enabled, {len(listed) - enabled} disabled) from {files}; "
+            f"{summary['keywords']} distinct words and phrases"
+        )
+    for rule in listed:
+        notes = [f"notify: {', '.join(rule['notify']) or 'none'}"]
+        if rule["cooldown"]:
+            notes.append(f"cooldown {format_duration(rule['cooldown'])}")
+        if rule["brands"]:
+            notes.append(f"brands: {', '.join(rule['brands'])}")
+        if not rule["enabled"]:
+            notes.append("disabled")
+        click.echo(f"  {rule['name']} [{rule['severity']}] {'; '.join(notes)}")
+    aggregates = summary["aggregates"]
+    if aggregates:
+        click.echo(f"{len(aggregates)} aggregate rules ok")
+        for aggregate in aggregates:
+            off = "; disabled" if not aggregate["enabled"] else ""
+            click.echo(f"  {aggregate['name']} [{aggregate['severity']}] {aggregate['type']}{off}")
+
+
+@rules.command("test")
+@click.argument("text")
+@click.option("--brand", help="The brand the text is about (default: the brand it names, else the first).")
+@click.option("--lang", help="Its language code (default: detected).")
+@click.option("--source", default="test", show_default=True, help="The source name it comes from.")
+@click.option(
+    "--author-followers",
+    "--followers",
+    "followers",
+    type=click.IntRange(min=0),
+    help="The author's follower count.",
+)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@pass_ctx
+def rules_test(
+    ctx: Context,
+    text: str,
+    brand: str | None,
+    lang: str | None,
+    source: str,
+    followers: int | None,
+    fmt: str,
+) -> None:
+    """Analyse TEXT as a new mention and show which rules fire, and why (nothing is stored)."""
+    import json
+
+    from monitor.rules.trial import try_text
+
+    result = try_text(
+        _settings_or_default(ctx, brand), text, brand=brand, lang=lang, source=source, followers=followers
+    )
+    if fmt == "json":
+        click.echo(json.dumps(result, ensure_ascii=False))
+        return
+
+    def score(value: float | None) -> str:
+        return "none" if value is None else f"{value:+.2f}"
+
+    click.echo(
+        f"brand {result['brand']}, language {result['lang']}, sentiment {score(result['sentiment'])}, "
+        f"complaint {score(result['complaint_score'])}, churn {'yes' if result['churn'] else 'no'}"
+    )
+    rows = [{**fired, "why": "; ".join(fired["matched"])} for fired in result["fired"]]
+    if rows:
+        render(rows, "table", table_columns=("rule", "severity", "priority", "why"), out=sys.stdout)
+    else:
+        click.echo("no rule fires")
+    if result["not_fired"]:
+        click.echo(f"not fired: {', '.join(result['not_fired'])}")
+    if result["disabled"]:
+        click.echo(f"disabled (not evaluated): {', '.join(result['disabled'])}")
+    for note in result["notes"]:
+        click.echo(f"note: {note}")
+
+
+@rules.command("backtest")
+@click.option("--since", default="30d", show_default=True, help="A duration (30d) or a date (2026-11-01).")
+@click.option("--rule", "rule_name", metavar="NAME", help="Only this rule (disabled rules too).")
+@click.option(
+    "--examples", type=click.IntRange(min=0), default=3, show_default=True, help="Examples per rule."
+)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@pass_ctx
+def rules_backtest(ctx: Context, since: str, rule_name: str | None, examples: int, fmt: str) -> None:
+    """Re-run the rules over stored mentions: what each would flag. Writes and sends nothing."""
+    import json
+
+    from monitor.rules.trial import backtest
+
+    start = parse_since(since)
+    assert start is not None
+    with ctx.db.session() as session:
+        result = backtest(session, ctx.settings, start, rule=rule_name, examples=examples)
+    if fmt == "json":
+        click.echo(
+            json.dumps(
+                result,
+                default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v),
+                ensure_ascii=False,
+            )
+        )
+        return
+    title = f"{result['mentions']} mentions collected since {start:%Y-%m-%d %H:%M} UTC"
+    columns = ("rule", "severity", "enabled", "would_flag", "new", "existing")
+    render(result["rules"], "table", table_columns=columns, title=title, out=sys.stdout)
+    for entry in result["rules"]:
+        for example in entry["examples"]:
+            mark = "already flagged" if example["already_flagged"] else "new"
+            click.echo(
+                f"{entry['rule']} #{example['mention_id']} ({mark}, {example['brand']}, {example['source']}): "
+                f"{example['text']}\n    why: {'; '.join(example['matched'])}"
+            )
 
 
 @cli.group()

@@ -168,3 +168,39 @@ def render_timeline(story: dict[str, Any], fmt: str, *, out: TextIO) -> None:
     if story["alerts"]:
         sent = ", ".join(f"#{a['id']} {a['kind']} to {a['channel']}: {a['status']}" for a in story["alerts"])
         console.print(escape(f"Alerts: {sent}"), highlight=False)
+
+
+def render_summary(summary: dict[str, Any], *, out: TextIO) -> None:
+    """The report's figures in a few lines, above the table of flagged posts."""
+
+    def hours(block: dict[str, Any]) -> str:
+        if not block.get("cases"):
+            return "no cases yet"
+        return f"median {block['median_hours']:.1f} h, p90 {block['p90_hours']:.1f} h over {block['cases']} cases"
+
+    flags = summary["flags"]
+    share = summary.get("negative_share")
+    lines = [
+        f"Mentions: {summary['mentions']}" + (f" ({share:.0%} negative)" if share is not None else ""),
+        f"Flags: {flags['total']}"
+        + (
+            " — " + ", ".join(f"{rule} {count}" for rule, count in flags["by_rule"].items())
+            if flags["by_rule"]
+            else ""
+        )
+        + (
+            " — " + ", ".join(f"{sev} {count}" for sev, count in flags["by_severity"].items())
+            if flags["by_severity"]
+            else ""
+        ),
+        f"Open cases: {summary['open_cases']['total']} — "
+        + ", ".join(f"{age}: {count}" for age, count in summary["open_cases"]["by_age"].items()),
+        f"Time to first contact: {hours(summary['time_to_first_contact'])}",
+        f"Time to resolution: {hours(summary['time_to_resolution'])}",
+    ]
+    out.write("\n".join(escape_text(line) for line in lines) + "\n\n")
+
+
+def escape_text(text: str) -> str:
+    """Plain output: one line per figure, control characters dropped (rule names come from config)."""
+    return "".join(ch for ch in text if ch.isprintable())

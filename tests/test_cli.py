@@ -212,3 +212,17 @@ def test_sources_table_says_why_a_source_is_disabled(
     )
     code, out, _ = run(capsys, "--config", str(path), "sources")
     assert code == 0 and "disabled" in out and "X_BEARER_TOKEN" in " ".join(out.split())
+
+
+def test_report_table_has_a_summary_and_html_is_one_escaped_page(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, "--config", str(config), "collect")
+    code, out, _ = run(capsys, "--config", str(config), "report")
+    assert code == 0 and "Mentions: 2" in out and "Flags: 1 — churn-threat 1" in out and "Open cases: 1" in out
+    page = tmp_path / "report.html"
+    code, out, _ = run(capsys, "--config", str(config), "report", "--format", "html", "--output", str(page))
+    assert code == 0
+    html = page.read_text(encoding="utf-8")
+    assert html.count("<svg") == 3  # mentions per day, flags per day, open-case aging
+    assert "<script>" not in html and "[bold red]FAKE[/]" in html

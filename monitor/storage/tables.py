@@ -66,7 +66,9 @@ class MentionRow(Base):
         UniqueConstraint("source", "external_id"),
         Index("ix_mentions_brand_published", "brand", "published_at"),
         Index("ix_mentions_author", "brand", "author_id"),
-        Index("ix_mentions_collected_at", "collected_at"),
+        # Covering indexes for the report's per-day series (the table is read, not the rows).
+        Index("ix_mentions_collected_at", "collected_at", "published_at", "sentiment"),
+        Index("ix_mentions_brand_day", "brand", "collected_at", "published_at", "sentiment"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)

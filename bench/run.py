@@ -296,6 +296,63 @@ def bench_report(count: int) -> list[dict[str, object]]:
     ]
 
 
+def bench_rules_scaling(count: int) -> list[dict[str, object]]:
+    """Per-mention rule evaluation with 10 vs 10,000 keywords: one automaton, so cost barely grows."""
+    from monitor.config import Rule
+    from monitor.rules.engine import RuleSet
+
+    rng = random.Random(17)
+    real = [
+        "panne",
+        "résilier",
+        "fibre",
+        "réseau",
+        "facture",
+        "remboursement",
+        "débit",
+        "box",
+        "appel",
+        "merci",
+    ]
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    synthetic = [
+        "".join(rng.choice(letters) for _ in range(rng.randint(5, 12))) for _ in range(10_000 - len(real))
+    ]
+
+    def ruleset(keywords: list[str]) -> RuleSet:  # 10 rules, the keywords dealt out among them
+        return RuleSet(
+            tuple(
+                Rule.model_validate({"name": f"r{i}", "when": {"words_any": keywords[i::10]}})
+                for i in range(10)
+            )
+        )
+
+    small, large = ruleset(real), ruleset(real + synthetic)
+    batch = [
+        Mention(source="bench", external_id=str(i), text=t, brand="Free", lang="fr", sentiment=0.0)
+        for i, t in enumerate(mixed_texts(count))
+    ]
+    for rules in (small, large):  # build the automata outside the timing
+        rules.evaluate(batch[0])
+    small_seconds = min(timed(lambda: [small.evaluate(m) for m in batch]) for _ in range(3))
+    large_seconds = min(timed(lambda: [large.evaluate(m) for m in batch]) for _ in range(3))
+    value, base = large_seconds / count * 1e6, small_seconds / count * 1e6
+    ratio = value / base
+    return [
+        {
+            "name": "rules-scaling",
+            "value": round(value, 2),
+            "unit": "us/mention",
+            "baseline": round(base, 2),
+            "ratio": round(ratio, 3),
+            "target": 2.0,
+            "ok": ratio <= 2.0,
+            "note": f"10 words_any rules over {count} FR/EN tweets, 10,000 keywords (10 real + synthetic words)"
+            " vs the 10 real ones; best of 3; target is on the ratio",
+        }
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small inputs (seconds)")
@@ -303,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     size = 2_000 if args.quick else 20_000
     results = bench_enrich(size) + bench_ingest(size) + bench_report(20_000 if args.quick else 1_000_000)
+    results += bench_rules_scaling(size)
     for result in results:
         if args.json:
             print(json.dumps(result))

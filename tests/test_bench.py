@@ -19,7 +19,7 @@ def test_bench_quick_reports_ratios_against_baselines() -> None:
         timeout=300,
     )
     results = [json.loads(line) for line in done.stdout.splitlines()]
-    assert {r["name"] for r in results} == {"enrich", "model-load", "ingest", "report"}
+    assert {r["name"] for r in results} == {"enrich", "model-load", "ingest", "report", "rules-scaling"}
     for result in results:
         assert set(result) >= {"name", "value", "unit", "baseline", "ratio", "target", "ok"}
         assert result["value"] > 0

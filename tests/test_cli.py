@@ -219,7 +219,9 @@ def test_report_table_has_a_summary_and_html_is_one_escaped_page(
 ) -> None:
     run(capsys, "--config", str(config), "collect")
     code, out, _ = run(capsys, "--config", str(config), "report")
-    assert code == 0 and "Mentions: 2" in out and "Flags: 1 — churn-threat 1" in out and "Open cases: 1" in out
+    assert (
+        code == 0 and "Mentions: 2" in out and "Flags: 1 — churn-threat 1" in out and "Open cases: 1" in out
+    )
     page = tmp_path / "report.html"
     code, out, _ = run(capsys, "--config", str(config), "report", "--format", "html", "--output", str(page))
     assert code == 0

@@ -74,6 +74,11 @@ class KeywordIndex:
             self._prefix[kid] = True
         return kid
 
+    def prepare(self) -> None:
+        """Build the automaton now (a rule set does, so threads sharing it never build it)."""
+        if self._ids and self._automaton is None:
+            self._build()
+
     def _build(self) -> Any:
         automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
         for key, kid in self._ids.items():
@@ -265,8 +270,9 @@ def _mapping(argument: Any, where: Where, required: set[str], optional: set[str]
     if unknown:
         known = ", ".join(sorted(required | optional))
         raise where.at(f".{sorted(map(str, unknown))[0]}").error(f"unknown key; expected {known}")
-    for key in sorted(required - set(argument)):
-        raise where.at(f".{key}").error("required key is missing")
+    missing = sorted(required - set(argument))
+    if missing:
+        raise where.at(f".{missing[0]}").error("required key is missing")
     return argument
 
 
@@ -276,11 +282,22 @@ class _Words(Condition):
     ids: tuple[int, ...]
     every: bool  # words_all
     label: str = "words"
+    id_set: frozenset[int] = frozenset()
+
+    def __post_init__(self) -> None:
+        self.id_set = frozenset(self.ids)
 
     def evaluate(self, subject: Subject) -> Evidence | None:
         hits = subject.hits(self.index)
+        if len(hits) < len(self.ids):
+            if self.every:
+                return None
+            # Few hits, many words: look the hits up, not the words (cost independent of the list).
+            chosen: Iterable[int] = [kid for kid in hits if kid in self.id_set]
+        else:
+            chosen = self.ids
         spans: list[tuple[int, int]] = []
-        for kid in self.ids:
+        for kid in chosen:
             found = [(start, end) for start, end, whole in hits.get(kid, ()) if whole]
             if not found and self.every:
                 return None

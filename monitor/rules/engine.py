@@ -59,6 +59,7 @@ class RuleSet:
             for i, rule in enumerate(rules)
             if rule.enabled
         ]
+        self.keywords.prepare()
         self._always: list[int] = []
         self._by_keyword: dict[int, list[int]] = {}
         for n, compiled in enumerate(self.rules):

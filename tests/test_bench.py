@@ -19,7 +19,14 @@ def test_bench_quick_reports_ratios_against_baselines() -> None:
         timeout=300,
     )
     results = [json.loads(line) for line in done.stdout.splitlines()]
-    assert {r["name"] for r in results} == {"enrich", "model-load", "ingest", "report", "rules-scaling"}
+    assert {r["name"] for r in results} == {
+        "enrich",
+        "model-load",
+        "ingest",
+        "report",
+        "rules-scaling",
+        "rules-200",
+    }
     for result in results:
         assert set(result) >= {"name", "value", "unit", "baseline", "ratio", "target", "ok"}
         assert result["value"] > 0

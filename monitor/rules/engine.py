@@ -94,6 +94,7 @@ class RuleSet:
         (`author_mentions_within`); without it those conditions see only the mention itself."""
         subject = Subject(mention, context)
         drafts = []
+        priorities: dict[str, float] = {}  # the same for every rule of a severity: compute once
         for compiled in self._candidates(subject):
             rule = compiled.rule
             if rule.brands and mention.brand not in rule.brands:
@@ -101,11 +102,14 @@ class RuleSet:
             evidence = compiled.condition.evaluate(subject)
             if evidence is None:
                 continue
+            rank = priorities.get(rule.severity)
+            if rank is None:
+                rank = priorities[rule.severity] = priority(rule.severity, mention.author_followers)
             drafts.append(
                 FlagDraft(
                     rule=rule.name,
                     severity=rule.severity,
-                    priority=priority(rule.severity, mention.author_followers),
+                    priority=rank,
                     explanation={
                         "rule": rule.name,
                         "description": rule.description,

@@ -366,3 +366,38 @@ def test_internal_entities_are_not_expanded() -> None:
     )
     parsed = rss_module.parse_feed(bomb, "application/rss+xml", "http://example.com/feed")
     assert len(parsed.entries[0].title) < 10_000
+
+
+def test_feeds_of_a_source_are_fetched_concurrently_and_stored_in_order(
+    feed_server: FeedServer, db: Database, make_settings: Callable[..., Settings]
+) -> None:
+    import threading
+
+    lock = threading.Lock()
+    in_flight = {"now": 0, "most": 0}
+
+    def slow_feed(n: int) -> Callable[[BaseHTTPRequestHandler], None]:
+        body = rss(
+            [{"title": f"Bouygues Telecom panne {n}", "link": f"https://b.example/{n}", "guid": str(n)}]
+        )
+
+        def handler(request: BaseHTTPRequestHandler) -> None:
+            with lock:
+                in_flight["now"] += 1
+                in_flight["most"] = max(in_flight["most"], in_flight["now"])
+            time.sleep(0.3)  # a slow site: the others must not wait for it
+            with lock:
+                in_flight["now"] -= 1
+            request.send_response(200)
+            request.send_header("Content-Type", "application/rss+xml")
+            request.send_header("Content-Length", str(len(body)))
+            request.end_headers()
+            request.wfile.write(body.encode())
+
+        return handler
+
+    urls = [feed_server.add(f"/slow{n}", handler=slow_feed(n)) for n in range(6)]
+    report = collect(rss_settings(make_settings, *urls), db)
+    assert not report.errors and report.totals.stored == 6
+    assert [line.stream for line in report.streams] == urls  # stored stream by stream, in order
+    assert in_flight["most"] >= 2

@@ -53,6 +53,9 @@ class Source(ABC):
     # The fewest billed reads one request can cost (X's search pages are at least 10 posts):
     # with fewer left under a monthly cap, the source is parked rather than left silently idle.
     min_request_reads: ClassVar[int] = 1
+    # Streams independent of each other (feed URLs) may be fetched concurrently; streams that
+    # share a rate limit (one API token) are fetched one after another.
+    parallel_streams: ClassVar[bool] = False
     Config: ClassVar[builtins.type[SourceConfig]]  # `type` is the class attribute above
 
     def __init__(self, config: SourceConfig, brands: Sequence[Any] = ()) -> None:

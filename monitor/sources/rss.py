@@ -117,6 +117,7 @@ def entry_to_mention(source: str, feed_url: str, feed: Any, entry: Any) -> Menti
 class RssSource(Source):
     type = "rss"
     Config = RssConfig
+    parallel_streams = True
     config: RssConfig
 
     def __init__(self, config: RssConfig, brands: Sequence[Any] = (), fetcher: Fetcher | None = None) -> None:

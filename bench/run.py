@@ -388,13 +388,88 @@ def rules_200(batch: list[Mention], words: list[str]) -> dict[str, object]:
     }
 
 
+def bench_feeds(count: int) -> list[dict[str, object]]:
+    """N feeds of 20 entries on a local server: a cold cycle, then an unchanged one (all 304)."""
+    import io
+
+    import feedparser
+
+    from monitor.collector import Collector
+    from monitor.feedserver import FeedServer
+
+    rng = random.Random(29)
+    corpus = mixed_texts(count * 20)
+    bodies = []
+    for n in range(count):
+        items = []
+        for k in range(20):
+            text = corpus[n * 20 + k].replace("&", "&amp;").replace("<", "&lt;")
+            brand = "Freebox " if rng.random() < 0.05 else ""  # a few posts name the brand
+            items.append(
+                f"<item><title>{brand}post {n}-{k}</title><link>https://blog{n}.example/{k}</link>"
+                f"<guid>{n}-{k}</guid><description>{text}</description></item>"
+            )
+        bodies.append(
+            f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>blog {n}</title>'
+            f"{''.join(items)}</channel></rss>".encode()
+        )
+    with tempfile.TemporaryDirectory() as tmp, FeedServer() as server:
+        urls = [
+            server.add(f"/feed/{n}", body, content_type="application/rss+xml")
+            for n, body in enumerate(bodies)
+        ]
+        settings = settings_from_dict(
+            {
+                "database": f"sqlite:///{tmp}/feeds.db",
+                "brands": [{"name": "Free", "aliases": ["Freebox"]}],
+                "sources": [{"type": "rss", "name": "blogs", "urls": urls}],
+            }
+        )
+        db = Database(settings.database)
+        collector = Collector(settings, db)
+        cold = timed(collector.collect)
+        unchanged = timed(collector.collect)
+        collector.close()
+        db.dispose()
+        sequential = timed(lambda: [feedparser.parse(url) for url in urls])
+    parse_only = timed(lambda: [feedparser.parse(io.BytesIO(body)) for body in bodies])
+    return [
+        {
+            "name": "feeds-cold",
+            "value": round(cold, 3),
+            "unit": "s",
+            "baseline": round(sequential, 3),
+            "ratio": round(cold / sequential, 3),
+            "target": 0.333,
+            "ok": cold / sequential <= 1 / 3,
+            "note": f"{count} feeds x 20 entries, fetch+parse+ingest; baseline = sequential feedparser.parse(url); "
+            f"target: at least 3x faster (ratio <= 0.333); parse-only floor {count / parse_only:.0f} feeds/s",
+        },
+        {
+            "name": "feeds-unchanged",
+            "value": round(unchanged, 3),
+            "unit": "s",
+            "baseline": round(cold, 3),
+            "ratio": round(unchanged / cold, 3),
+            "target": 0.1,
+            "ok": unchanged / cold <= 0.1,
+            "note": "the same cycle again: every feed answers 304; target on the ratio to the cold cycle",
+        },
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small inputs (seconds)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     args = parser.parse_args(argv)
     size = 2_000 if args.quick else 20_000
-    results = bench_enrich(size) + bench_ingest(size) + bench_report(20_000 if args.quick else 1_000_000)
+    results = (
+        bench_enrich(size)
+        + bench_ingest(size)
+        + bench_feeds(50 if args.quick else 1000)
+        + bench_report(20_000 if args.quick else 1_000_000)
+    )
     results += bench_rules_scaling(size)
     for result in results:
         if args.json:

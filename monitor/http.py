@@ -104,6 +104,11 @@ class Fetcher:
                                 f"timed out after {self.timeout:g}s reading {shown} (response too slow)"
                             )
                         chunks.append(chunk)
+                elif response.headers.get("content-length") in ("0", None) and response.status_code in (
+                    304,
+                    204,
+                ):
+                    response.read()  # nothing to read: lets the connection go back to the pool
                 return Response(url, response.status_code, response.headers, b"".join(chunks))
         except httpx.TimeoutException as exc:
             raise RetriableSourceError(f"timed out after {self.timeout:g}s fetching {shown}") from exc

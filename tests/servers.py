@@ -37,6 +37,8 @@ def slack_webhook() -> Iterator[SlackWebhook]:
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
+        disable_nagle_algorithm = True
+
         def log_message(self, format: str, *args: Any) -> None:
             return
 

@@ -26,6 +26,8 @@ def test_bench_quick_reports_ratios_against_baselines() -> None:
         "report",
         "rules-scaling",
         "rules-200",
+        "feeds-cold",
+        "feeds-unchanged",
     }
     for result in results:
         assert set(result) >= {"name", "value", "unit", "baseline", "ratio", "target", "ok"}

@@ -31,6 +31,7 @@ FUNCTION_WORDS = {
 }
 _WORD = re.compile(r"[a-zàâçéèêëîïôûùüÿœ']+")
 ANALYSED_CHARS = 5000
+PARALLEL_DETECTION = 64  # below this many texts, detect one by one
 CHURN_MODEL_THRESHOLD = 0.8  # the churn classifier only adds posts it is quite sure of
 CHURN_MODEL_MAX_CHARS = 400  # ... and only tweet-sized ones: it learned from tweets, not blog posts
 
@@ -80,8 +81,8 @@ class Analyzer:
             texts = [self._brand_terms.sub(" ", text) for text in texts]
         decided = [self._by_function_words(text) for text in texts]
         undecided = [i for i, lang in enumerate(decided) if lang is None]
-        if len(undecided) == 1:
-            found = [self.detector.detect_language_of(texts[undecided[0]])]
+        if len(undecided) < PARALLEL_DETECTION:  # starting lingua's threads costs ~10 ms
+            found = [self.detector.detect_language_of(texts[i]) for i in undecided]
         else:
             found = self.detector.detect_languages_in_parallel_of([texts[i] for i in undecided])
         for i, language in zip(undecided, found, strict=True):

@@ -88,6 +88,8 @@ def configure(level: str = "WARNING", fmt: str = "human") -> None:
     root.setLevel(level.upper())
     # Migrations announce themselves at INFO on every start; only their problems matter here.
     logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
+    # APScheduler logs every job run at INFO (every 10 s for delivery): keep its warnings only.
+    logging.getLogger("apscheduler").setLevel(max(root.level, logging.WARNING))
 
 
 def redact_secrets(secrets: Iterable[str]) -> RedactSecrets:

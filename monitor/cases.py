@@ -66,19 +66,40 @@ def _open_case(session: Session, brand: str, key: str) -> CaseRow | None:
 
 def _event(session: Session, case: CaseRow, kind: str, now: datetime, **fields: Any) -> CaseEventRow:
     event = CaseEventRow(case_id=case.id, at=now, kind=kind, **fields)
-    session.add(event)
-    session.flush()
+    session.add(event)  # written with the next flush (before any query that could need it)
     return event
 
 
+def open_cases_for(session: Session, mentions: Iterable[Mention]) -> dict[tuple[str, str], CaseRow | None]:
+    """The open cases of these mentions' authors, in one query: a batch's flags look here first."""
+    keys = {(str(m.brand), author_key(m)) for m in mentions if m.brand}
+    found: dict[tuple[str, str], CaseRow | None] = dict.fromkeys(keys)
+    if keys:
+        query = select(CaseRow).where(
+            CaseRow.status.in_(OPEN_CASE_STATUSES), tuple_(CaseRow.brand, CaseRow.author_key).in_(list(keys))
+        )
+        for case in session.scalars(query):
+            found[(case.brand, case.author_key)] = case
+    return found
+
+
 def open_or_attach(
-    session: Session, mention: Mention, severity: str, priority: float, now: datetime
+    session: Session,
+    mention: Mention,
+    severity: str,
+    priority: float,
+    now: datetime,
+    known: dict[tuple[str, str], CaseRow | None] | None = None,
 ) -> CaseUpdate:
     """Attach a flagged mention to its author's open case, or open one (reopening the last one
-    closed for this author, so the history stays in one place)."""
+    closed for this author, so the history stays in one place). `known` (from `open_cases_for`)
+    saves a query per flag and learns the cases opened here."""
     assert mention.id is not None and mention.brand is not None
     key = author_key(mention)
-    case = _open_case(session, mention.brand, key)
+    if known is not None and (mention.brand, key) in known:
+        case = known[(mention.brand, key)]
+    else:
+        case = _open_case(session, mention.brand, key)
     if case is None:
         closed = session.scalar(
             select(CaseRow)
@@ -113,6 +134,8 @@ def open_or_attach(
             assert case is not None
         else:
             _event(session, case, kind, now, mention_id=mention.id, note=f"severity {severity}")
+            if known is not None:
+                known[(mention.brand, key)] = case
             return CaseUpdate(case.id, opened=True, escalated=False)
     escalated = severity_rank(severity) > severity_rank(case.severity)
     if escalated:

@@ -18,7 +18,7 @@ from monitor.alerts.outbox import enqueue_flag
 from monitor.analysis.brands import BrandMatcher
 from monitor.analysis.enrich import Analyzer
 from monitor.analysis.text import clean_whitespace
-from monitor.cases import attach_followups, open_or_attach
+from monitor.cases import attach_followups, open_cases_for, open_or_attach
 from monitor.confbase import format_duration
 from monitor.config import Settings
 from monitor.mention import Mention
@@ -124,7 +124,8 @@ class Pipeline:
         stored = queries.insert_mentions(session, fresh)
         result.stored = len(stored)
         result.duplicates = len(matched) - len(stored)
-        unflagged = [m for m in stored if not self._flag(session, m, now, result)]
+        open_cases = open_cases_for(session, stored)  # one query for the batch's authors, not one per flag
+        unflagged = [m for m in stored if not self._flag(session, m, now, result, open_cases)]
         # Posts that raise no flag may still belong to a case: its author's follow-up, or a reply
         # in its conversation.
         attach_followups(
@@ -134,14 +135,21 @@ class Pipeline:
             state.record_success(session, source, stream, cursor or {}, now, len(stored))
         return result
 
-    def _flag(self, session: Session, mention: Mention, now: datetime, result: IngestResult) -> bool:
+    def _flag(
+        self,
+        session: Session,
+        mention: Mention,
+        now: datetime,
+        result: IngestResult,
+        known: dict[tuple[str, str], Any] | None = None,
+    ) -> bool:
         """Flag the mention for each rule it matches (opening or feeding a case); False if none."""
         drafts = self.rules.evaluate(mention, DatabaseContext(session))
         if not drafts:
             return False
         assert mention.id is not None
         for draft in sorted(drafts, key=lambda d: d.priority, reverse=True):
-            case = open_or_attach(session, mention, draft.severity, draft.priority, now)
+            case = open_or_attach(session, mention, draft.severity, draft.priority, now, known)
             alert = case.opened or case.escalated
             explanation = draft.explanation
             if alert and draft.cooldown is not None and _cooling_down(session, mention, draft, now):
@@ -160,7 +168,8 @@ class Pipeline:
                 created_at=now,
             )
             session.add(flag)
-            session.flush()
+            if alert:
+                session.flush()  # the outbox rows need the flag's id
             result.flags += 1
             result.cases_opened += int(case.opened)
             if alert:

@@ -140,11 +140,6 @@ class Collector:
             if s.disabled_reason() is None and (s.name not in next_polls or next_polls[s.name] <= now)
         ]
 
-    def next_due_at(self) -> datetime | None:
-        with self.db.session() as session:
-            times = [row.next_poll_at for row in state.all_states(session) if row.next_poll_at is not None]
-        return min(times) if times else None
-
     def poll(self, source: Source, report: CycleReport | None = None) -> CycleReport:
         """Poll each stream of one source, then schedule each stream's next poll.
 

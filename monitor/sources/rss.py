@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 
 # A DOCTYPE, with any internal subset: entity declarations are how XML bombs and XXE get in.
 _DOCTYPE = re.compile(rb"<!DOCTYPE[^\[>]*(?:\[.*?\]\s*)?>", re.IGNORECASE | re.DOTALL)
+# What is left of a declaration the pattern above could not match whole (an unclosed one, a stray ENTITY).
+_DECLARATION = re.compile(rb"<!(?:DOCTYPE|ENTITY)[^>]*>?", re.IGNORECASE)
+_COMMENT = re.compile(rb"<!--.*?-->", re.DOTALL)
+# Where the root element starts: the same test feedparser uses to find the prolog it reads entities from.
+_ROOT = re.compile(rb"<\w")
 _HARMLESS_BOZO = (feedparser.CharacterEncodingOverride,)
 
 
@@ -41,13 +46,49 @@ class RssConfig(SourceConfig):
     max_redirects: int = Field(default=5, ge=0, le=20)
 
 
+def _strip_declarations(body: bytes) -> bytes:
+    """Drop every DOCTYPE and entity declaration from the prolog, and only from the prolog.
+
+    A `<!DOCTYPE` quoted inside an entry (CDATA, escaped HTML) is content and stays as it is.
+    Comments in the prolog go too: feedparser reads declarations even from inside them.
+    """
+    root = _ROOT.search(body)
+    end = root.start() if root else len(body)
+    head = _COMMENT.sub(b"", body[:end])
+    while True:  # removing one declaration may join the pieces of another: go on until none is left
+        stripped = _DECLARATION.sub(b"", _DOCTYPE.sub(b"", head))
+        if stripped == head:
+            return head + body[end:]
+        head = stripped
+
+
+def _defuse(body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    """The body with no DOCTYPE or entity declaration left for feedparser to expand.
+
+    Stripping works on the bytes, which finds declarations in any ASCII-compatible encoding. In
+    UTF-16/32 (or EBCDIC) they are invisible there, so decode as feedparser would: if its UTF-8 text
+    still declares something, hand it that text, stripped, with the charset now UTF-8.
+    """
+    body = _strip_declarations(body)
+    probe: dict[str, Any] = {}
+    text = feedparser.encodings.convert_to_utf8(dict(headers), body, probe)
+    root = _ROOT.search(text)
+    if not probe.get("encoding") or not _DECLARATION.search(text[: root.start() if root else len(text)]):
+        return body, headers
+    if "content-type" in headers:
+        media_type = headers["content-type"].split(";", 1)[0].strip()
+        headers = {**headers, "content-type": f"{media_type}; charset=utf-8"}
+    return _strip_declarations(text), headers
+
+
 def parse_feed(body: bytes, content_type: str | None, url: str) -> Any:
     """Parse fetched bytes; raise a SourceError naming the feed when nothing usable came out."""
-    body = _DOCTYPE.sub(b"", body, count=1)
-    headers = {"content-type": content_type} if content_type else {}
+    body, headers = _defuse(body, {"content-type": content_type} if content_type else {})
     parsed = feedparser.parse(io.BytesIO(body), response_headers=headers, sanitize_html=True)
     if parsed.entries or (parsed.version and not parsed.bozo):
         return parsed
+    if parsed.version and "undefined entity" in str(parsed.bozo_exception):
+        return parsed  # an HTML entity (`&nbsp;`) in a feed with no items yet: empty, not broken
     shown = redact_url(url)
     if parsed.bozo and not isinstance(parsed.bozo_exception, _HARMLESS_BOZO):
         reason = str(parsed.bozo_exception) or type(parsed.bozo_exception).__name__

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run demo test lint bench clean
+.PHONY: install run demo test lint bench crash clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: install
 # Benchmarks, reported as ratios to baselines measured in the same run (docs/performance.md).
 bench: install
 	$(BIN)/python bench/run.py
+
+# kill -9 the daemon at 50 random moments and check nothing is lost or doubled (docs/reliability.md).
+crash: install
+	$(BIN)/python tests/crash_harness.py --runs 50 --seed 1
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -255,3 +255,27 @@ def _no_stray_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("MONITOR_CONFIG", raising=False)
     yield
     os.environ.pop("MONITOR_CONFIG", None)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_sqlite_database_locked_by_another_process_is_waited_for(
+    tmp_path: Path, db_url: str, feed_server: FeedServer
+) -> None:
+    """Another program holds the write lock for a while: collection waits (busy timeout), then stores."""
+    import sqlite3
+
+    config = write_config(tmp_path / "monitor.yaml", db_url, [feed_server.add("/f", rss([item(1)]))])
+    Database(db_url).dispose()  # create the schema first
+    holder = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "--config", str(config), "collect", "--once"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    time.sleep(2)  # the collector is now waiting for the lock
+    assert process.poll() is None
+    holder.execute("COMMIT")
+    holder.close()
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, out
+    assert stored(db_url) == 1

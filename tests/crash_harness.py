@@ -78,7 +78,10 @@ def run(runs: int, seed: int, workdir: Path) -> dict[str, Any]:
                             "notify": ["ops"],
                         }
                     ],
-                    "channels": {"ops": {"type": "slack", "webhook_url": webhook.url}},
+                    # A short lease, so alerts claimed by a killed run are sent again within the harness.
+                    "channels": {
+                        "ops": {"type": "slack", "webhook_url": webhook.url, "lease": "5s", "timeout": "2s"}
+                    },
                 }
             )
         )

@@ -5,12 +5,13 @@ from __future__ import annotations
 import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import ClassVar
 
 from pydantic import Field
 
 from monitor.alerts.message import AlertMessage
-from monitor.confbase import Frozen, Severity
+from monitor.confbase import Duration, Frozen, Severity
 
 
 class ChannelConfig(Frozen):
@@ -18,6 +19,9 @@ class ChannelConfig(Frozen):
     min_severity: Severity = "low"
     notify_resolved: bool = False
     max_attempts: int = Field(default=12, ge=1, le=100)
+    # How long a node keeps an alert it is sending before another may retry it (crash safety):
+    # longer than the channel's own timeout, short enough that a crashed node's alerts go out soon.
+    lease: Duration = timedelta(minutes=5)
 
 
 class Notifier(ABC):

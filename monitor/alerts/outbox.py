@@ -26,7 +26,7 @@ from monitor.storage.db import Database
 from monitor.storage.tables import AggregateAlertRow, CaseRow, FlagRow, MentionRow, OutboxRow
 
 log = logging.getLogger(__name__)
-LEASE = timedelta(minutes=5)
+LEASE = timedelta(minutes=5)  # default of a channel's `lease`
 FIRST_RETRY = timedelta(seconds=30)
 MAX_RETRY = timedelta(hours=1)
 
@@ -179,6 +179,10 @@ class Delivery:
                     self._deliver(notifier, [row_id], report)
         return report
 
+    def _lease(self, channel: str) -> timedelta:
+        notifier = self.notifiers.get(channel)
+        return notifier.config.lease if notifier is not None else LEASE
+
     def _claim(self, channel: str, limit: int, *, all_pending: bool = False) -> list[int]:
         """Take due rows with a lease: nobody else sends them until it ends."""
         now = self.clock()
@@ -194,7 +198,7 @@ class Delivery:
                 session.execute(
                     update(OutboxRow)
                     .where(OutboxRow.id.in_(ids))
-                    .values(next_try_at=now + LEASE, attempts=OutboxRow.attempts + 1)
+                    .values(next_try_at=now + self._lease(channel), attempts=OutboxRow.attempts + 1)
                 )
         return ids
 

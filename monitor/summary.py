@@ -27,7 +27,7 @@ from sqlalchemy import ColumnElement, and_, case, exists, func, literal_column, 
 from sqlalchemy.orm import Session
 
 from monitor.confbase import severity_rank
-from monitor.storage.queries import Filters
+from monitor.storage.queries import Filters, where_flag
 from monitor.storage.tables import OPEN_CASE_STATUSES, CaseRow, FlagRow, MentionRow
 
 NEGATIVE = -0.25  # sentiment <= NEGATIVE: negative
@@ -87,25 +87,6 @@ def _where_case(query: Any, filters: Filters) -> Any:
     return query
 
 
-def _where_flag(query: Any, filters: Filters) -> Any:
-    """The filters of `queries.flagged_posts`, joining mentions and cases only when needed."""
-    if filters.brand or filters.source:
-        query = query.join(MentionRow, FlagRow.mention_id == MentionRow.id)
-        if filters.brand:
-            query = query.where(MentionRow.brand == filters.brand)
-        if filters.source:
-            query = query.where(MentionRow.source == filters.source)
-    if filters.status:
-        query = query.join(CaseRow, FlagRow.case_id == CaseRow.id).where(CaseRow.status == filters.status)
-    if filters.since:
-        query = query.where(FlagRow.created_at >= filters.since)
-    if filters.severity:
-        query = query.where(FlagRow.severity == filters.severity)
-    if filters.rule:
-        query = query.where(FlagRow.rule == filters.rule)
-    return query
-
-
 def _days(first: str, last: str) -> list[str]:
     start, end = date.fromisoformat(first), date.fromisoformat(last)
     return [(start + timedelta(days=n)).isoformat() for n in range((end - start).days + 1)]
@@ -158,12 +139,12 @@ def _mentions_per_day(session: Session, filters: Filters, now: datetime) -> list
 def _flags(session: Session, filters: Filters, now: datetime) -> dict[str, Any]:
     by_rule: dict[str, int] = {}
     by_severity: dict[str, int] = {}
-    query = _where_flag(select(FlagRow.rule, FlagRow.severity, func.count()).select_from(FlagRow), filters)
+    query = where_flag(select(FlagRow.rule, FlagRow.severity, func.count()).select_from(FlagRow), filters)
     for rule, severity, count in session.execute(query.group_by(FlagRow.rule, FlagRow.severity)):
         by_rule[rule] = by_rule.get(rule, 0) + int(count)
         by_severity[severity] = by_severity.get(severity, 0) + int(count)
     day = _day(session, FlagRow.created_at)
-    per_day_query = _where_flag(select(day, func.count()).select_from(FlagRow), filters).group_by(day)
+    per_day_query = where_flag(select(day, func.count()).select_from(FlagRow), filters).group_by(day)
     counts = {_day_text(d): int(n) for d, n in session.execute(per_day_query)}
     return {
         "total": sum(by_rule.values()),

@@ -118,6 +118,28 @@ def _where_mention(query: Any, filters: Filters) -> Any:
     return query
 
 
+def where_flag(query: Any, filters: Filters, *, joined: bool = False) -> Any:
+    """The report's filters on a query over flags (the report's rows and its summary counts).
+
+    Unless `joined`, mentions and cases are joined only when a filter needs them.
+    """
+    if filters.brand or filters.source:
+        if not joined:
+            query = query.join(MentionRow, FlagRow.mention_id == MentionRow.id)
+        query = _where_mention(query, filters)
+    if filters.status:
+        if not joined:
+            query = query.join(CaseRow, FlagRow.case_id == CaseRow.id)
+        query = query.where(CaseRow.status == filters.status)
+    if filters.since:
+        query = query.where(FlagRow.created_at >= filters.since)
+    if filters.severity:
+        query = query.where(FlagRow.severity == filters.severity)
+    if filters.rule:
+        query = query.where(FlagRow.rule == filters.rule)
+    return query
+
+
 def list_mentions(session: Session, filters: Filters = Filters()) -> list[dict[str, Any]]:
     """Stored mentions, newest first."""
     query = _where_mention(select(MentionRow), filters)
@@ -132,15 +154,7 @@ def list_mentions(session: Session, filters: Filters = Filters()) -> list[dict[s
 def flagged_posts(session: Session, filters: Filters = Filters()) -> list[dict[str, Any]]:
     """Flagged posts with their case, most urgent first (priority, then newest)."""
     query = select(FlagRow, MentionRow, CaseRow).join(MentionRow, FlagRow.mention_id == MentionRow.id)
-    query = _where_mention(query.outerjoin(CaseRow, FlagRow.case_id == CaseRow.id), filters)
-    if filters.since:
-        query = query.where(FlagRow.created_at >= filters.since)
-    if filters.severity:
-        query = query.where(FlagRow.severity == filters.severity)
-    if filters.status:
-        query = query.where(CaseRow.status == filters.status)
-    if filters.rule:
-        query = query.where(FlagRow.rule == filters.rule)
+    query = where_flag(query.outerjoin(CaseRow, FlagRow.case_id == CaseRow.id), filters, joined=True)
     query = query.order_by(FlagRow.priority.desc(), MentionRow.published_at.desc().nulls_last(), FlagRow.id)
     if filters.limit:
         query = query.limit(filters.limit)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import POSTGRES
 
 from monitor.feedserver import FeedServer
 from monitor.storage import queries, retention
@@ -203,7 +204,7 @@ def test_retention_keeps_flagged_and_open_case_mentions(
     assert remaining == {"flagged", "followup"}  # the follow-up is in the open case's timeline
 
 
-@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("db_url", [POSTGRES], indirect=True)
 def test_three_nodes_on_postgresql_share_the_work_and_survive_a_kill(
     tmp_path: Path, db_url: str, feed_server: FeedServer
 ) -> None:

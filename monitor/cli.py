@@ -17,7 +17,7 @@ from monitor import __version__
 from monitor.confbase import parse_duration
 from monitor.config import Settings, config_path, load_config
 from monitor.errors import ConfigError, MonitorError
-from monitor.report import FORMATS, MENTION_TABLE, REPORT_TABLE, SOURCE_TABLE, render, with_why
+from monitor.report import FORMATS, MENTION_TABLE, REPORT_TABLE, SOURCE_TABLE, render, visible_text, with_why
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -141,7 +141,7 @@ def collect(ctx: Context, once: bool, only: tuple[str, ...]) -> None:
     for name, reason in report.skipped.items():
         click.echo(f"skipped {name}: {reason}")
     for line in report.errors:
-        click.echo(f"error {line.source} [{line.stream}]: {line.error}", err=True)
+        click.echo(visible_text(f"error {line.source} [{line.stream}]: {line.error}"), err=True)
     if report.errors:
         sys.exit(1)
 
@@ -525,8 +525,11 @@ def rules_backtest(ctx: Context, since: str, rule_name: str | None, examples: in
         for example in entry["examples"]:
             mark = "already flagged" if example["already_flagged"] else "new"
             click.echo(
-                f"{entry['rule']} #{example['mention_id']} ({mark}, {example['brand']}, {example['source']}): "
-                f"{example['text']}\n    why: {'; '.join(example['matched'])}"
+                visible_text(
+                    f"{entry['rule']} #{example['mention_id']} ({mark}, {example['brand']}, {example['source']}): "
+                    f"{example['text']}"
+                )
+                + visible_text(f"\n    why: {'; '.join(example['matched'])}")
             )
 
 
@@ -583,7 +586,7 @@ def alerts_send(ctx: Context) -> None:
     report = Delivery(ctx.db, notifiers).run_once()
     click.echo(f"sent {report.sent}, will retry {report.retried}, failed {report.failed}")
     for error in report.errors:
-        click.echo(f"error: {error}", err=True)
+        click.echo(visible_text(f"error: {error}"), err=True)
     if report.errors:
         sys.exit(1)
 
@@ -721,11 +724,13 @@ def status(ctx: Context, fmt: str) -> None:
         )
         for row in report["sources"]:
             click.echo(
-                f"source {row['source']} [{row['stream']}]: {row['status']}"
-                + (
-                    f" ({row['last_error'] or row['parked_reason'] or row['disabled_reason']})"
-                    if row["status"] != "ok"
-                    else ""
+                visible_text(
+                    f"source {row['source']} [{row['stream']}]: {row['status']}"
+                    + (
+                        f" ({row['last_error'] or row['parked_reason'] or row['disabled_reason']})"
+                        if row["status"] != "ok"
+                        else ""
+                    )
                 )
             )
         click.echo("healthy" if report["healthy"] else "UNHEALTHY: " + "; ".join(report["problems"]))

@@ -28,6 +28,17 @@ from monitor.storage import queries, state
 from monitor.storage.tables import FlagRow, MentionRow
 
 MAX_TEXT = 100_000
+_TEXT_FIELDS = (
+    "external_id",
+    "text",
+    "url",
+    "title",
+    "author_id",
+    "author_name",
+    "author_handle",
+    "lang",
+    "conversation_id",
+)
 Enricher = Callable[[list[Mention]], list[Mention]]
 
 
@@ -52,7 +63,15 @@ class IngestResult:
 
 
 def normalize(mention: Mention, now: datetime) -> Mention:
-    """Clean text and identity; every timestamp becomes timezone-aware UTC."""
+    """Clean text and identity; every timestamp becomes timezone-aware UTC.
+
+    NUL characters are dropped from every text field: PostgreSQL refuses them, and one hostile
+    post would otherwise fail its whole batch on every retry, stalling the source.
+    """
+    for name in _TEXT_FIELDS:
+        value = getattr(mention, name)
+        if value and "\x00" in value:
+            setattr(mention, name, value.replace("\x00", ""))
     mention.external_id = mention.external_id.strip()
     mention.text = clean_whitespace(mention.text or "")[:MAX_TEXT]
     mention.title = clean_whitespace(mention.title)[:2000] if mention.title else None

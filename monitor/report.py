@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TextIO
@@ -56,7 +57,7 @@ def _cell(value: Any, column: str) -> str:
         return ""
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M")
-    text = " ".join(str(value).split())
+    text = " ".join(visible_text(str(value)).split())
     limit = 140 if column in ("text", "why", "last_error") else 60
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -128,9 +129,11 @@ def render_timeline(story: dict[str, Any], fmt: str, *, out: TextIO) -> None:
     console = Console(file=out, width=None if out.isatty() else 140, soft_wrap=False)
     console.print(
         escape(
-            f"Case #{case['id']} [{case['status']}] {case['severity']} — {case['brand']} — {case['author']}"
-            f" — assigned to {case['assignee'] or 'nobody'}"
-            + (f" — hint: {case['hint']}" if case.get("hint") else "")
+            visible_text(
+                f"Case #{case['id']} [{case['status']}] {case['severity']} — {case['brand']} — {case['author']}"
+                f" — assigned to {case['assignee'] or 'nobody'}"
+                + (f" — hint: {case['hint']}" if case.get("hint") else "")
+            )
         ),
         highlight=False,
     )
@@ -161,13 +164,13 @@ def render_timeline(story: dict[str, Any], fmt: str, *, out: TextIO) -> None:
         table.add_row(
             _cell(entry["at"], "at"),
             escape(entry["event"]),
-            escape(entry.get("actor") or ""),
-            escape("\n".join(details)),
+            escape(_cell(entry.get("actor"), "actor")),
+            escape("\n".join(visible_text(detail) for detail in details)),
         )
     console.print(table)
     if story["alerts"]:
         sent = ", ".join(f"#{a['id']} {a['kind']} to {a['channel']}: {a['status']}" for a in story["alerts"])
-        console.print(escape(f"Alerts: {sent}"), highlight=False)
+        console.print(escape(visible_text(f"Alerts: {sent}")), highlight=False)
 
 
 def render_summary(summary: dict[str, Any], *, out: TextIO) -> None:
@@ -198,9 +201,23 @@ def render_summary(summary: dict[str, Any], *, out: TextIO) -> None:
         f"Time to first contact: {hours(summary['time_to_first_contact'])}",
         f"Time to resolution: {hours(summary['time_to_resolution'])}",
     ]
-    out.write("\n".join(escape_text(line) for line in lines) + "\n\n")
+    out.write("\n".join(visible_text(line) for line in lines) + "\n\n")
 
 
-def escape_text(text: str) -> str:
-    """Plain output: one line per figure, control characters dropped (rule names come from config)."""
-    return "".join(ch for ch in text if ch.isprintable())
+# ANSI/VT sequences (CSI, OSC such as hyperlinks and window titles, other ESC pairs), and single C1 codes.
+_TERMINAL_SEQUENCE = re.compile(
+    r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])|[\x80-\x9f]"
+)
+# Zero-width joiners shape emoji and Persian script: harmless, kept. Bidi overrides and isolates
+# (U+202A-E, U+2066-9) could make a terminal show text in another order than it is: dropped.
+_KEEP = frozenset("\u200c\u200d")
+
+
+def visible_text(text: str) -> str:
+    """Text as a person will see it (terminal or page): escape sequences and control characters removed.
+
+    Posts are attacker-controlled; a raw ESC could recolour, retitle or hide what an agent reads in a
+    terminal, and a bidi override could reorder it on screen. Newlines and tabs become spaces.
+    """
+    text = _TERMINAL_SEQUENCE.sub("", text)
+    return "".join(ch if ch.isprintable() or ch in _KEEP else " " if ch in "\n\t" else "" for ch in text)

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from monitor.confbase import SEVERITIES
-from monitor.report import explain
+from monitor.report import explain, visible_text
 
 EXCERPT = 280
 CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -66,8 +66,8 @@ details { margin-top: 12px; }
 
 
 def _e(value: Any) -> str:
-    """Escape any value for HTML text or a double-quoted attribute."""
-    return html.escape("" if value is None else str(value), quote=True)
+    """Escape any value for HTML text or a double-quoted attribute, escape sequences and bidi overrides dropped."""
+    return html.escape("" if value is None else visible_text(str(value)), quote=True)
 
 
 def safe_url(url: Any) -> str | None:

@@ -83,9 +83,13 @@ class Database:
             with session.begin():
                 yield session
         except SQLAlchemyError as exc:
-            raise StorageError(f"database error on {self.shown_url}: {_short(exc)}") from exc
+            raise self.error(exc) from exc
         finally:
             session.close()
+
+    def error(self, exc: SQLAlchemyError) -> StorageError:
+        """The StorageError a user sees for a driver error: which database, and its first line."""
+        return StorageError(f"database error on {self.shown_url}: {_short(exc)}")
 
     def _alembic(self, connection: Any) -> AlembicConfig:
         config = AlembicConfig()

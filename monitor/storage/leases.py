@@ -17,6 +17,7 @@ from typing import IO
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from monitor.errors import StorageError
 from monitor.storage.db import Database
@@ -34,15 +35,31 @@ def source_lease(db: Database, source: str) -> Iterator[bool]:
         yield True  # single node (see node_lock)
         return
     key = lock_key(source)
-    with db.engine.connect() as connection:
-        acquired = bool(connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar())
-        connection.commit()
+    try:
+        connection = db.engine.connect()
+    except SQLAlchemyError as exc:
+        raise db.error(exc) from exc
+    try:
+        try:
+            acquired = bool(
+                connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar()
+            )
+            connection.commit()
+        except SQLAlchemyError as exc:
+            raise db.error(exc) from exc
         try:
             yield acquired
         finally:
             if acquired:
-                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-                connection.commit()
+                try:
+                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                    connection.commit()
+                except SQLAlchemyError:
+                    # The server went away mid-poll: the lock went with the session. Drop the
+                    # connection rather than return a broken one to the pool.
+                    connection.invalidate()
+    finally:
+        connection.close()
 
 
 class NodeLock:

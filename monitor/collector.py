@@ -17,6 +17,7 @@ from typing import Any
 
 from monitor.config import Settings
 from monitor.errors import AccessRefusedError, SourceError
+from monitor.logs import RedactSecrets, secret_values
 from monitor.pipeline import IngestResult, Pipeline
 from monitor.sources import Batch, Source, build_source
 from monitor.storage import state
@@ -101,6 +102,8 @@ class Collector:
     ) -> None:
         self.settings = settings
         self.db = db
+        # Errors are stored and shown: an API that echoes a token back must not put it there.
+        self._redact = RedactSecrets(secret_values(settings)).redact
         self.sources = list(sources) if sources is not None else build_sources(settings)
         self.pipeline = pipeline or Pipeline(settings)
         self.clock = clock
@@ -247,7 +250,7 @@ class Collector:
             batches = fetched if fetched is not None else source.fetch(stream, plan.cursor, limit=plan.limit)
             for batch in batches:
                 line.not_modified = batch.not_modified
-                warning = batch.warning or warning
+                warning = self._redact(batch.warning) if batch.warning else warning
                 with self.db.session() as session:
                     batch_time = self.clock()
                     result = self.pipeline.ingest(
@@ -268,10 +271,14 @@ class Collector:
                 line.stored += result.stored
                 totals.add(result)
         except SourceError as exc:
-            line.error, retry_at, refused = str(exc), exc.retry_at, isinstance(exc, AccessRefusedError)
+            line.error, retry_at, refused = (
+                self._redact(str(exc)),
+                exc.retry_at,
+                isinstance(exc, AccessRefusedError),
+            )
         except Exception as exc:
             log.exception("source %s crashed on %s", source.name, stream)
-            line.error = f"internal error ({type(exc).__name__}: {exc}); please report it"
+            line.error = self._redact(f"internal error ({type(exc).__name__}: {exc}); please report it")
         with self.db.session() as session:
             errors = 0
             if line.error:

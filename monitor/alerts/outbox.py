@@ -22,6 +22,7 @@ from monitor.alerts.base import ChannelConfig, Notifier
 from monitor.alerts.message import AlertMessage
 from monitor.confbase import severity_rank
 from monitor.errors import DeliveryError
+from monitor.logs import RedactSecrets, secret_values
 from monitor.storage.db import Database
 from monitor.storage.tables import AggregateAlertRow, CaseRow, FlagRow, MentionRow, OutboxRow
 
@@ -168,6 +169,8 @@ class Delivery:
         self.notifiers = dict(notifiers)
         self.clock = clock
         self.batch = batch
+        # A provider's error may quote the webhook URL or the login: keep those out of the outbox.
+        self._redact = RedactSecrets(secret_values([n.config for n in self.notifiers.values()])).redact
 
     def run_once(self) -> DeliveryReport:
         report = DeliveryReport()
@@ -248,7 +251,7 @@ class Delivery:
         report: DeliveryReport,
     ) -> None:
         now = self.clock()
-        error = str(exc)[:2000]
+        error = self._redact(str(exc))[:2000]
         report.errors.append(error)
         log.warning("alert delivery failed: %s", error)
         with self.db.session() as session:

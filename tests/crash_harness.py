@@ -100,9 +100,12 @@ def run(runs: int, seed: int, workdir: Path) -> dict[str, Any]:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             time.sleep(1)
-            with sqlite3.connect(database) as db:
-                stored = {row[0] for row in db.execute("SELECT external_id FROM mentions")}
-                pending = db.execute("SELECT count(*) FROM outbox WHERE status != 'sent'").fetchone()[0]
+            try:
+                with sqlite3.connect(database) as db:
+                    stored = {row[0] for row in db.execute("SELECT external_id FROM mentions")}
+                    pending = db.execute("SELECT count(*) FROM outbox WHERE status != 'sent'").fetchone()[0]
+            except sqlite3.OperationalError:
+                continue  # on a loaded machine every killed run may have died before creating the schema
             if expected <= stored and pending == 0:
                 break
         process.send_signal(signal.SIGTERM)

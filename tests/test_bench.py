@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,8 @@ def test_bench_quick_reports_ratios_against_baselines() -> None:
         "rules-200",
         "feeds-cold",
         "feeds-unchanged",
-    }
+        "memory",
+    } | ({"postgres"} if os.environ.get("MONITOR_TEST_POSTGRES_URL") else set())
     for result in results:
         assert set(result) >= {"name", "value", "unit", "baseline", "ratio", "target", "ok"}
         assert result["value"] > 0

@@ -6,6 +6,7 @@ and the source's cursor is saved in the same transaction as the mentions it cove
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -72,7 +73,15 @@ def normalize(mention: Mention, now: datetime) -> Mention:
         value = getattr(mention, name)
         if value and "\x00" in value:
             setattr(mention, name, value.replace("\x00", ""))
-    mention.external_id = mention.external_id.strip()
+    mention.external_id = _fit_id(mention.external_id.strip(), 512)
+    if mention.author_id:
+        mention.author_id = _fit_id(mention.author_id, 300)
+    if mention.conversation_id:
+        mention.conversation_id = _fit_id(mention.conversation_id, 64)
+    if mention.author_name and len(mention.author_name) > 300:
+        mention.author_name = mention.author_name[:299] + "…"
+    if mention.author_handle and len(mention.author_handle) > 100:
+        mention.author_handle = None  # a cut handle would name someone else
     mention.text = clean_whitespace(mention.text or "")[:MAX_TEXT]
     mention.title = clean_whitespace(mention.title)[:2000] if mention.title else None
     if mention.published_at is not None:
@@ -84,6 +93,17 @@ def normalize(mention: Mention, now: datetime) -> Mention:
     if mention.lang:
         mention.lang = mention.lang.lower()[:8]
     return mention
+
+
+def _fit_id(value: str, width: int) -> str:
+    """An identifier that fits its column: too long, it becomes its SHA-256 (stable, so dedup holds).
+
+    One over-long value (a 253-character Bluesky handle, a long URI) would otherwise fail its
+    whole batch on PostgreSQL on every retry.
+    """
+    if len(value) <= width:
+        return value
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:width]
 
 
 class Pipeline:

@@ -178,12 +178,11 @@ def test_demo_runs_offline_end_to_end(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_entry_points(tmp_path: Path) -> None:
-    for command in ([sys.executable, "-m", "monitor", "--version"], ["monitor", "--version"]):
+    script = str(Path(sys.executable).with_name("monitor"))  # the console script installed beside python
+    for command in ([sys.executable, "-m", "monitor", "--version"], [script, "--version"]):
         done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=tmp_path)
         assert done.returncode == 0 and "monitor, version" in done.stdout
-    done = subprocess.run(
-        ["monitor", "frobnicate"], capture_output=True, text=True, check=False, cwd=tmp_path
-    )
+    done = subprocess.run([script, "frobnicate"], capture_output=True, text=True, check=False, cwd=tmp_path)
     assert done.returncode == 2 and "No such command" in done.stderr
 
 

@@ -6,10 +6,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from monitor.sources.base import Batch, Source, SourceConfig
+from monitor.sources.bluesky import BlueskySource
+from monitor.sources.hackernews import HackerNewsSource
+from monitor.sources.mastodon import MastodonSource
+from monitor.sources.reddit import RedditSource
 from monitor.sources.rss import RssSource
 from monitor.sources.twitter import TwitterSource
 
-SOURCE_TYPES: dict[str, type[Source]] = {cls.type: cls for cls in (RssSource, TwitterSource)}
+SOURCE_TYPES: dict[str, type[Source]] = {
+    cls.type: cls
+    for cls in (RssSource, TwitterSource, MastodonSource, BlueskySource, RedditSource, HackerNewsSource)
+}
 
 
 def build_source(config: SourceConfig, brands: Sequence[Any] = ()) -> Source:

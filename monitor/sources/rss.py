@@ -2,6 +2,11 @@
 
 Each feed URL is a stream with its own cursor (ETag / Last-Modified). feedparser only ever sees
 bytes we fetched ourselves: handed a string, it would read a local file of that name.
+
+Alert services (Google Alerts, Talkwalker Alerts) link every item through a tracking redirect
+(`https://www.google.com/url?rct=j&sa=t&url=<article>&ct=ga&cd=…&usg=…`). The mention keeps the
+article's own URL instead, and the publisher (the article's host) as its author, rather than one
+"google.com" author for every article of every site.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import re
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 import feedparser
 from pydantic import Field
@@ -36,6 +41,11 @@ _COMMENT = re.compile(rb"<!--.*?-->", re.DOTALL)
 # Where the root element starts: the same test feedparser uses to find the prolog it reads entities from.
 _ROOT = re.compile(rb"<\w")
 _HARMLESS_BOZO = (feedparser.CharacterEncodingOverride,)
+# Google's redirect lives at /url on google.com and its country domains (google.fr, google.co.uk...).
+_GOOGLE_HOST = re.compile(r"^(?:www\.)?google\.(?:com?\.)?[a-z]{2,3}$")
+_REDIRECT_PARAMS = ("url", "u", "q")  # where alert redirects carry the target
+# Inline tags still there once the HTML is decoded: the HTML was escaped twice.
+_ESCAPED_TAG = re.compile(r"</?(?:b|i|em|strong|u|span|font|a|br|p)(?:\s[^<>]*)?/?>", re.IGNORECASE)
 
 
 class RssConfig(SourceConfig):
@@ -100,6 +110,12 @@ def parse_feed(body: bytes, content_type: str | None, url: str) -> Any:
     raise RetriableSourceError(f"{shown} is not an RSS/Atom feed ({content_type or 'no Content-Type'})")
 
 
+def _html_to_text(html: str) -> str:
+    """Plain text, also from HTML escaped twice (`&lt;b&gt;Brand&lt;/b&gt;`, as some alert feeds send)."""
+    text = html_to_text(html)
+    return html_to_text(text) if _ESCAPED_TAG.search(text) else text
+
+
 def _entry_datetime(entry: Any) -> datetime | None:
     for key in ("published_parsed", "updated_parsed", "created_parsed"):
         value = entry.get(key)
@@ -115,11 +131,13 @@ def _entry_text(entry: Any) -> str:
     for block in entry.get("content") or ():
         value = block.get("value") or ""
         if value.strip():
-            return html_to_text(value) if "html" in (block.get("type") or "html") else clean_whitespace(value)
+            return (
+                _html_to_text(value) if "html" in (block.get("type") or "html") else clean_whitespace(value)
+            )
     detail = entry.get("summary_detail") or {}
     summary = entry.get("summary") or ""
     if "html" in (detail.get("type") or "text/html"):
-        return html_to_text(summary)
+        return _html_to_text(summary)
     return clean_whitespace(summary)
 
 
@@ -130,17 +148,70 @@ def _author(node: Any) -> str | None:
     return name or None
 
 
+def _is_alert_redirect(parts: SplitResult) -> bool:
+    host = (parts.hostname or "").lower()
+    if _GOOGLE_HOST.match(host):
+        return bool(parts.path == "/url")
+    return host == "talkwalker.com" or host.endswith(".talkwalker.com")
+
+
+def unwrap_redirect(link: str) -> str:
+    """The article behind an alert service's tracking redirect; any other link as it is.
+
+    Only Google's `/url` and Talkwalker hosts are unwrapped, and only to an absolute http(s) URL
+    found in their `url`, `u` or `q` parameter: a `javascript:` or relative target keeps the link.
+    """
+    for _hop in range(3):  # a redirect wrapped in another one
+        try:
+            parts = urlsplit(link.strip())
+            if not _is_alert_redirect(parts):
+                return link
+            params = parse_qs(parts.query)
+        except ValueError:
+            return link
+        targets = [v.strip() for name in _REDIRECT_PARAMS for v in params.get(name, ())]
+        target = next((t for t in targets if _is_http_url(t)), None)
+        if target is None:
+            return link
+        link = target
+    return link
+
+
+def _is_http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
+def _is_alert_feed(feed_url: str) -> bool:
+    """A Google Alerts or Talkwalker Alerts feed: each item comes from a different site."""
+    parts = urlsplit(feed_url)
+    host = (parts.hostname or "").lower()
+    google = bool(_GOOGLE_HOST.match(host)) and parts.path.startswith("/alerts/feeds/")
+    return google or host == "talkwalker.com" or host.endswith(".talkwalker.com")
+
+
 def entry_to_mention(source: str, feed_url: str, feed: Any, entry: Any) -> Mention:
-    """One feed entry as a Mention. Identity: entry id, else link, else a hash of its content."""
-    title = html_to_text(entry.get("title") or "") or None
+    """One feed entry as a Mention. Identity: entry id, else link, else a hash of its content.
+
+    Alert redirects are unwrapped first (link, and an id that is such a link), so the identity
+    does not change when the service rotates its tracking parameters.
+    """
+    title = _html_to_text(entry.get("title") or "") or None
     text = _entry_text(entry)
-    link = entry.get("link") or None
-    external_id = (entry.get("id") or "").strip() or link
+    raw_link = (entry.get("link") or "").strip()
+    link = unwrap_redirect(raw_link) or None
+    entry_id = (entry.get("id") or "").strip()
+    external_id = unwrap_redirect(entry_id) or link
     if not external_id:
         digest = hashlib.sha256(f"{title or ''}\n{text}".encode()).hexdigest()
         external_id = f"sha256:{digest}"
     author = _author(entry) or _author(feed)
     host = (urlsplit(feed_url).hostname or "").lower()
+    if link and (link != raw_link or _is_alert_feed(feed_url)):
+        host = (urlsplit(link).hostname or host).lower()  # an alert's author is the article's site
     language = (entry.get("language") or feed.get("language") or "").split("-")[0].lower() or None
     return Mention(
         source=source,

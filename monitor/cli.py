@@ -668,10 +668,9 @@ def model() -> None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Default: the packaged model file.")
 def model_train(data_dir: str, labels: str, output: str | None) -> None:
     """Rebuild the detection model from the labelled data (deterministic)."""
-    from monitor.analysis.model import bundled_model_path
-    from monitor.analysis.training import train
+    from monitor.analysis.model import bundled_model_path, trainer
 
-    trained = train(Path(data_dir), Path(labels))
+    trained = trainer().train(Path(data_dir), Path(labels))
     target = Path(output) if output else bundled_model_path()
     trained.save(target)
     counts = ", ".join(f"{k}: {v}" for k, v in trained.metadata["examples"].items())

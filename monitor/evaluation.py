@@ -17,8 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from monitor.analysis.enrich import Analyzer
-from monitor.analysis.model import load_model
-from monitor.analysis.training import SENTIMENTS, cross_validate, sentiment_label
+from monitor.analysis.model import SENTIMENTS, load_model, sentiment_label, trainer
 from monitor.config import Settings
 from monitor.errors import ConfigError, MonitorError
 from monitor.mention import Mention
@@ -173,7 +172,7 @@ def cross_validated(
             raise MonitorError(
                 f"too few examples of each label in language {lang!r} for {folds}-fold cross-validation"
             )
-        out = cross_validate([examples[i].text for i in index], labels, lang, task, folds)
+        out = trainer().cross_validate([examples[i].text for i in index], labels, lang, task, folds)
         predicted[index] = (
             out.astype(int) if task == "sentiment" else (out >= COMPLAINT_THRESHOLD).astype(int)
         )

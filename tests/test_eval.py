@@ -155,7 +155,7 @@ def test_model_train_is_reproducible_from_the_data(
         + [(f"{i:03d}", "0", "0") for i in range(6, 12)],
         ("tweet_id", "complaint", "churn"),
     )
-    output = tmp_path / "model.joblib"
+    output = tmp_path / "model.npz"
     args = ["model", "train", "--data", str(data), "--labels", str(annotations), "--output", str(output)]
     code, out, _ = run(capsys, *args)
     assert code == 0 and f"wrote {output}" in out and "fr/complaint: 24" in out

@@ -1,60 +1,58 @@
-"""The trained detection model: per language, one feature extractor and two linear classifiers.
+"""The trained detection model: per language, one feature extractor and linear classifiers.
 
 Features are word (1-2) and character (2-4) n-grams (tf-idf) plus three polarity-lexicon
-scores; on top sit a 3-class sentiment classifier and a complaint classifier. One vectorising
-pass per batch serves both, which is what keeps enrichment fast. The artifact ships in
-`monitor/data/models/` and is rebuilt by `monitor model train`.
+scores; on top sit a 3-class sentiment classifier, a complaint classifier and (French) a churn
+classifier. One vectorising pass per batch serves them all, which is what keeps enrichment fast.
+
+Training uses scikit-learn (`monitor/analysis/training.py`, `monitor model train`); the shipped
+artifact holds only what inference needs, as plain arrays in a `.npz` file: vocabularies, idf
+weights, coefficients. Running it needs NumPy and SciPy, not scikit-learn (about 100 MB of
+memory and a second of start-up saved), and loading it unpickles nothing, so a model file can
+never run code. `training.compile_language` produces it from the fitted scikit-learn objects; a
+test checks that both give the same probabilities.
 """
 
 from __future__ import annotations
 
-import logging
+import importlib
+import json
+import math
+import re
+import zipfile
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-import joblib
 import numpy as np
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import FeatureUnion
 
 from monitor.analysis import lexicon
 from monitor.analysis.text import model_text
 from monitor.errors import MonitorError
 
-log = logging.getLogger(__name__)
 SENTIMENTS = ("negative", "neutral", "positive")
 LEXICON_WEIGHT = 2.0
 LEXICON_COLUMNS = 3
-# Words that carry weight in a model but explain nothing to a support agent.
-STOPWORDS = frozenset(ENGLISH_STOP_WORDS) | frozenset(
-    "alors au aux avec ce ces cet cette dans de des du elle en est et etre eux il ils je la le les leur lui ma "
-    "mais me meme mes moi mon ne nos notre nous on ou par pas pour qu que qui sa se ses son sur ta te tes toi "
-    "ton tu un une vos votre vous y ça ca été être avoir ai as avez avons ont suis es sommes êtes sont fait "
-    "faire plus très tres tout tous toute toutes bien aussi encore comme si non oui là c'est j'ai vais va "
-    "user url".split()
-)
-MODEL_FILE = "detection.joblib"
-FORMAT_VERSION = 1
+MODEL_FILE = "detection.npz"
+FORMAT_VERSION = 2
+_TOKEN = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token_pattern
+_WHITE_SPACES = re.compile(r"\s\s+")
+_CLASSIFIERS = ("sentiment", "complaint", "churn")
 
 
-def new_vectorizer() -> FeatureUnion:
-    return FeatureUnion(
-        [
-            ("words", TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, dtype=np.float32)),
-            (
-                "chars",
-                TfidfVectorizer(
-                    analyzer="char_wb", ngram_range=(2, 4), min_df=2, sublinear_tf=True, dtype=np.float32
-                ),
-            ),
-        ]
-    )
+def sentiment_label(value: str) -> int:
+    """A sentiment label as written in a labels file: a name or its index."""
+    value = value.strip().lower()
+    if value in SENTIMENTS:
+        return SENTIMENTS.index(value)
+    if value in ("0", "1", "2"):
+        return int(value)
+    raise ValueError(f"expected negative/neutral/positive or 0/1/2, got {value!r}")
 
 
 def lexicon_features(texts: Sequence[str], lang: str) -> sp.csr_matrix:
@@ -62,69 +60,136 @@ def lexicon_features(texts: Sequence[str], lang: str) -> sp.csr_matrix:
     return sp.csr_matrix(np.asarray(rows, dtype=np.float32).reshape(len(rows), 3) * LEXICON_WEIGHT)
 
 
-class NBLogisticEnsemble:
-    """Mean of two logistic regressions: one on the features, one on the features scaled by
-    their naive-Bayes log-count ratio (NBSVM, Wang & Manning 2012). Cross-validated, the pair
-    beats either alone on short complaint texts, for one extra dot product."""
+def word_ngrams(text: str, low: int, high: int) -> list[str]:
+    """Lower-cased word n-grams, exactly as scikit-learn's `analyzer="word"` makes them."""
+    tokens = _TOKEN.findall(text.lower())
+    grams = list(tokens) if low == 1 else []
+    for n in range(max(low, 2), min(high, len(tokens)) + 1):
+        grams.extend(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+    return grams
 
-    def __init__(self, C: float = 3.0) -> None:
-        self.C = C
 
-    def fit(self, features: sp.csr_matrix, labels: np.ndarray) -> NBLogisticEnsemble:
-        present = (features != 0).astype(np.float32)
-        positive = np.asarray(present[labels == 1].sum(axis=0)).ravel() + 1
-        negative = np.asarray(present[labels == 0].sum(axis=0)).ravel() + 1
-        self.ratio_ = np.log((positive / positive.sum()) / (negative / negative.sum())).astype(np.float32)
-        self.ratio_[-LEXICON_COLUMNS:] = 1.0  # lexicon scores are signed: keep them as they are
-        self.plain_ = LogisticRegression(C=self.C, max_iter=3000, class_weight="balanced").fit(
-            features, labels
+def char_wb_ngrams(text: str, low: int, high: int) -> list[str]:
+    """Character n-grams inside space-padded words, as scikit-learn's `analyzer="char_wb"`."""
+    grams: list[str] = []
+    for word in _WHITE_SPACES.sub(" ", text.lower()).split():
+        padded = f" {word} "
+        size = len(padded)
+        for n in range(low, high + 1):
+            if size <= n:  # a short word counts once, whole
+                grams.append(padded)
+                break
+            grams.extend(padded[i : i + n] for i in range(size - n + 1))
+    return grams
+
+
+@dataclass
+class TfidfFeatures:
+    """A fitted tf-idf vectoriser: sublinear tf, idf weights, rows scaled to unit length."""
+
+    analyzer: str  # "word" or "char_wb"
+    ngram_range: tuple[int, int]
+    terms: list[str]  # column order
+    idf: np.ndarray
+    vocabulary: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.vocabulary:
+            self.vocabulary = {term: i for i, term in enumerate(self.terms)}
+        self._grams = word_ngrams if self.analyzer == "word" else char_wb_ngrams
+
+    def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        vocabulary, (low, high) = self.vocabulary, self.ngram_range
+        indptr, indices, values = [0], [], []
+        for text in texts:
+            counts = Counter(
+                i for gram in self._grams(text, low, high) if (i := vocabulary.get(gram)) is not None
+            )
+            columns = sorted(counts)
+            weights = [(1.0 + math.log(counts[c])) * self.idf[c] for c in columns]
+            norm = math.sqrt(sum(w * w for w in weights))
+            indices.extend(columns)
+            values.extend([w / norm for w in weights] if norm else weights)
+            indptr.append(len(indices))
+        return sp.csr_matrix(
+            (np.asarray(values, dtype=np.float32), np.asarray(indices, dtype=np.int32), np.asarray(indptr)),
+            shape=(len(texts), len(self.terms)),
         )
-        self.scaled_ = LogisticRegression(C=self.C, max_iter=3000, class_weight="balanced").fit(
-            features.multiply(self.ratio_).tocsr(), labels
-        )
-        self.classes_ = self.plain_.classes_
-        # Per-feature weights in the original feature space, for explanations.
-        self.coef_ = (self.plain_.coef_ + self.scaled_.coef_ * self.ratio_) / 2
-        return self
+
+
+@dataclass
+class LinearClassifier:
+    """The mean of the probabilities of one or more logistic models over the same features.
+
+    `weights` is (members, outputs, features); one output is a binary model (sigmoid), several a
+    multinomial one (softmax). The NB-logistic ensemble used for complaints is two members, the
+    naive-Bayes scaling folded into the second one's weights.
+    """
+
+    weights: np.ndarray
+    intercepts: np.ndarray  # (members, outputs)
 
     def predict_proba(self, features: sp.csr_matrix) -> np.ndarray:
-        scaled = features.multiply(self.ratio_).tocsr()
-        return (self.plain_.predict_proba(features) + self.scaled_.predict_proba(scaled)) / 2
+        total: np.ndarray | None = None
+        for weights, intercept in zip(self.weights, self.intercepts, strict=True):
+            scores = np.asarray(features @ weights.T, dtype=np.float64) + intercept
+            if scores.shape[1] == 1:
+                positive = 1.0 / (1.0 + np.exp(-scores[:, 0]))
+                probabilities = np.column_stack([1.0 - positive, positive])
+            else:
+                scores -= scores.max(axis=1, keepdims=True)
+                probabilities = np.exp(scores)
+                probabilities /= probabilities.sum(axis=1, keepdims=True)
+            total = probabilities if total is None else total + probabilities
+        assert total is not None
+        return total / len(self.weights)
+
+    @property
+    def evidence_weights(self) -> np.ndarray:
+        """Per-feature push towards the last class, averaged over members: for explanations."""
+        return np.asarray(self.weights[:, -1, :].mean(axis=0))
 
 
 @dataclass
 class LanguageModel:
     lang: str
-    vectorizer: FeatureUnion
-    sentiment: LogisticRegression
-    complaint: NBLogisticEnsemble | LogisticRegression | None = None
-    churn: NBLogisticEnsemble | LogisticRegression | None = None
-    _words: np.ndarray | None = field(default=None, repr=False)
+    words: TfidfFeatures
+    chars: TfidfFeatures
+    sentiment: LinearClassifier
+    complaint: LinearClassifier | None = None
+    churn: LinearClassifier | None = None
 
     def features(self, texts: Sequence[str]) -> sp.csr_matrix:
         prepared = [model_text(t) for t in texts]
-        return sp.hstack([self.vectorizer.transform(prepared), lexicon_features(prepared, self.lang)]).tocsr()
+        return sp.hstack(
+            [
+                self.words.transform(prepared),
+                self.chars.transform(prepared),
+                lexicon_features(prepared, self.lang),
+            ]
+        ).tocsr()
 
-    def word_names(self) -> np.ndarray:
-        if self._words is None:
-            self._words = self.vectorizer.transformer_list[0][1].get_feature_names_out()
-        return self._words
-
-    def top_words(self, features: sp.csr_matrix, row: int, classifier: Any, k: int = 4) -> list[str]:
+    def top_words(
+        self,
+        features: sp.csr_matrix,
+        row: int,
+        classifier: LinearClassifier,
+        stopwords: frozenset[str],
+        k: int = 4,
+    ) -> list[str]:
         """The word n-grams that pushed this text's score up most: the model's evidence."""
-        names = self.word_names()
+        names = self.words.terms
         start, end = features.indptr[row], features.indptr[row + 1]
         columns, values = features.indices[start:end], features.data[start:end]
         in_words = columns < len(names)
         columns, values = columns[in_words], values[in_words]
-        coef = classifier.coef_[-1] if classifier.coef_.shape[0] > 1 else classifier.coef_[0]
-        contributions = values * coef[columns]
+        contributions = values * classifier.evidence_weights[columns]
         words: list[str] = []
         for i in np.argsort(-contributions):
             if contributions[i] <= 0 or len(words) == k:
                 break
-            name = str(names[columns[i]])
-            if not all(token in STOPWORDS or len(token) < 3 for token in name.split()):
+            name = names[columns[i]]
+            if not all(token in stopwords or len(token) < 3 for token in name.split()):
                 words.append(name)
         return words
 
@@ -143,7 +208,8 @@ class Scores:
 class DetectionModel:
     languages: dict[str, LanguageModel]
     metadata: dict[str, Any] = field(default_factory=dict)
-    format_version: int = FORMAT_VERSION
+    # Words that carry weight in a model but explain nothing to a support agent.
+    stopwords: frozenset[str] = frozenset()
 
     def analyse(self, texts: Sequence[str], lang: str, explain_above: float = 0.5) -> list[Scores | None]:
         """Scores for texts of one language (None for all when the language has no model)."""
@@ -160,11 +226,11 @@ class DetectionModel:
             score = float(complaint[row]) if complaint is not None else None
             words: tuple[str, ...] = ()
             if score is not None and score >= explain_above and model.complaint is not None:
-                words = tuple(model.top_words(features, row, model.complaint))
+                words = tuple(model.top_words(features, row, model.complaint, self.stopwords))
             churn_score = float(churn[row]) if churn is not None else None
             churn_words: tuple[str, ...] = ()
             if churn_score is not None and churn_score >= explain_above and model.churn is not None:
-                churn_words = tuple(model.top_words(features, row, model.churn))
+                churn_words = tuple(model.top_words(features, row, model.churn, self.stopwords))
             results.append(
                 Scores(
                     sentiment=round(float(positive - negative), 4),
@@ -178,10 +244,49 @@ class DetectionModel:
         return results
 
     def save(self, path: Path) -> None:
+        """Plain arrays only (no pickle): vocabularies as newline-joined UTF-8, weights as float32."""
+        arrays: dict[str, np.ndarray] = {
+            "header": _text_array(
+                json.dumps(
+                    {
+                        "format_version": FORMAT_VERSION,
+                        "metadata": self.metadata,
+                        "stopwords": sorted(self.stopwords),
+                        "languages": {
+                            lang: {
+                                "words": [m.words.analyzer, list(m.words.ngram_range)],
+                                "chars": [m.chars.analyzer, list(m.chars.ngram_range)],
+                                "classifiers": [n for n in _CLASSIFIERS if getattr(m, n) is not None],
+                            }
+                            for lang, m in self.languages.items()
+                        },
+                    }
+                )
+            )
+        }
+        for lang, model in self.languages.items():
+            for name in ("words", "chars"):
+                features: TfidfFeatures = getattr(model, name)
+                if any("\n" in term for term in features.terms):
+                    raise ValueError(f"{lang}/{name}: a vocabulary term contains a newline")
+                arrays[f"{lang}.{name}.terms"] = _text_array("\n".join(features.terms))
+                arrays[f"{lang}.{name}.idf"] = features.idf.astype(np.float32)
+            for name in _CLASSIFIERS:
+                classifier: LinearClassifier | None = getattr(model, name)
+                if classifier is not None:
+                    arrays[f"{lang}.{name}.weights"] = classifier.weights.astype(np.float32)
+                    arrays[f"{lang}.{name}.intercepts"] = classifier.intercepts.astype(np.float64)
         path.parent.mkdir(parents=True, exist_ok=True)
-        for model in self.languages.values():
-            model._words = None
-        joblib.dump(self, path, compress=3)
+        with path.open("wb") as out:
+            np.savez_compressed(out, **arrays)  # type: ignore[arg-type]
+
+
+def _text_array(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+
+
+def _text(array: np.ndarray) -> str:
+    return array.tobytes().decode("utf-8")
 
 
 def bundled_model_path() -> Path:
@@ -192,14 +297,46 @@ def bundled_model_path() -> Path:
 def load_model(path: str | None = None) -> DetectionModel:
     """The shipped model (or one at `path`), loaded once per process."""
     target = Path(path) if path else bundled_model_path()
+    rebuild = "rebuild it with `monitor model train`"
     try:
-        model = joblib.load(target)
+        with np.load(target, allow_pickle=False) as data:
+            header = json.loads(_text(data["header"]))
+            if header.get("format_version") != FORMAT_VERSION:
+                raise MonitorError(f"{target} is a detection model of another version; {rebuild}")
+            languages = {}
+            for lang, spec in header["languages"].items():
+                vectorisers = {
+                    name: TfidfFeatures(
+                        spec[name][0],
+                        (int(spec[name][1][0]), int(spec[name][1][1])),
+                        _text(data[f"{lang}.{name}.terms"]).split("\n"),
+                        data[f"{lang}.{name}.idf"],
+                    )
+                    for name in ("words", "chars")
+                }
+                classifiers = {
+                    name: LinearClassifier(data[f"{lang}.{name}.weights"], data[f"{lang}.{name}.intercepts"])
+                    for name in spec["classifiers"]
+                }
+                languages[lang] = LanguageModel(
+                    lang, vectorisers["words"], vectorisers["chars"], **classifiers
+                )
     except FileNotFoundError:
+        raise MonitorError(f"detection model not found at {target}; {rebuild}") from None
+    except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile) as exc:
         raise MonitorError(
-            f"detection model not found at {target}; rebuild it with `monitor model train`"
+            f"{target} is not a detection model ({type(exc).__name__}: {exc}); {rebuild}"
         ) from None
-    if not isinstance(model, DetectionModel) or model.format_version != FORMAT_VERSION:
+    return DetectionModel(languages, header.get("metadata") or {}, frozenset(header.get("stopwords") or ()))
+
+
+def trainer() -> ModuleType:
+    """`monitor.analysis.training`, which needs scikit-learn; running the model does not."""
+    try:
+        return importlib.import_module("monitor.analysis.training")
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not exc.name.startswith("sklearn"):
+            raise
         raise MonitorError(
-            f"{target} is not a detection model of this version; rebuild it with `monitor model train`"
-        )
-    return model
+            "training the model needs scikit-learn, which is not installed: pip install 'monitor[train]'"
+        ) from None

@@ -523,7 +523,7 @@ def _peak_rss_mb(pid: int) -> float:
     raise RuntimeError("no VmHWM in /proc: Linux only")
 
 
-def bench_memory(count: int, cycles: int) -> list[dict[str, object]]:
+def bench_memory(count: int, cycles: int, detection: str = "accurate") -> list[dict[str, object]]:
     """Peak RSS of `monitor run` over `cycles` polls of `count` feeds, vs the same process idle."""
     import signal
     import subprocess
@@ -557,6 +557,7 @@ def bench_memory(count: int, cycles: int) -> list[dict[str, object]]:
         base = {
             "database": f"sqlite:///{tmp}/memory.db",
             "brands": [{"name": "Free", "aliases": ["Freebox"]}],
+            "language_detection": detection,
         }
         # Baseline: the same daemon with nothing to poll, after start-up (model loaded, schema made).
         started = time.monotonic()
@@ -571,14 +572,14 @@ def bench_memory(count: int, cycles: int) -> list[dict[str, object]]:
         peak = run({**base, "poll_jitter": "1s", "sources": [source]}, polled)
     return [
         {
-            "name": "memory",
+            "name": "memory" if detection == "accurate" else f"memory-{detection}",
             "value": round(peak, 1),
             "unit": "MB",
             "baseline": round(idle, 1),
             "ratio": round(peak / idle, 3),
             "target": 200,
             "ok": peak <= 200,
-            "note": f"peak RSS of monitor run over {cycles} polls of {count} feeds x 20 entries (SQLite); "
+            "note": f"peak RSS of monitor run over {cycles} polls of {count} feeds x 20 entries (SQLite), language_detection: {detection}; "
             "baseline = the same daemon idle with no source; target: <= 200 MB",
         }
     ]
@@ -596,6 +597,7 @@ def main(argv: list[str] | None = None) -> int:
         + bench_feeds(50 if args.quick else 1000)
         + bench_report(20_000 if args.quick else 1_000_000)
         + bench_memory(50 if args.quick else 1000, 3 if args.quick else 10)
+        + bench_memory(50 if args.quick else 1000, 3 if args.quick else 10, "light")
         + bench_postgres(size)
     )
     results += bench_rules_scaling(size)

@@ -120,8 +120,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score the configured analysis and rules (or one detector) against the labels."""
     brand = brand or settings.brands[0].name
-    terms = [t for b in settings.brands for t in (b.name, *b.aliases, *b.handles)]
-    analyzer = Analyzer(settings.languages, brand_terms=terms)
+    analyzer = Analyzer.for_settings(settings)
     mentions = _mentions(examples, analyzer, brand)
     truth = [e.label for e in examples]
     if target == "sentiment":
@@ -148,8 +147,7 @@ def cross_validated(
     """k-fold scores of the trainable model, trained on the file itself, one model per language."""
     if folds < 2:
         raise ConfigError("--cv needs at least 2 folds")
-    terms = [t for b in settings.brands for t in (b.name, *b.aliases, *b.handles)]
-    analyzer = Analyzer(settings.languages, brand_terms=terms)
+    analyzer = Analyzer.for_settings(settings)
     langs = [
         e.lang or lang
         for e, lang in zip(examples, analyzer.languages_of([e.text for e in examples]), strict=True)

@@ -119,8 +119,7 @@ class Pipeline:
         self.settings = settings
         self.matcher = BrandMatcher(settings.brands)
         if enrichers is None:
-            terms = [t for b in settings.brands for t in (b.name, *b.aliases, *b.handles)]
-            enrichers = [Analyzer(settings.languages, brand_terms=terms)]
+            enrichers = [Analyzer.for_settings(settings)]
         self.enrichers = list(enrichers)
         self.rules = rules if rules is not None else RuleSet.from_settings(settings)
 

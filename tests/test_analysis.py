@@ -148,3 +148,12 @@ def test_the_seed_story(analyzer: Analyzer) -> None:
     drafts = {d.rule: d for d in rules.evaluate(refusal)}
     assert "churn-threat" in drafts
     assert any("je vais résilier" in m for m in drafts["churn-threat"].explanation["matched"])
+
+
+def test_light_language_detection_still_tells_french_from_english() -> None:
+    settings = settings_from_dict(
+        {"database": "sqlite://", "brands": [{"name": "Free"}], "language_detection": "light"}
+    )
+    analyzer = Analyzer.for_settings(settings)
+    texts = ["Free: panne fibre, aucune réponse", "Free: my fiber is down again, no answer"]
+    assert analyzer.languages_of(texts) == ["fr", "en"]

@@ -617,3 +617,22 @@ def test_a_tweet_from_the_brand_account_is_stored_as_the_brands(
     assert own.url == "https://x.com/BouyguesTelecom/status/1275882613572583424"
     assert own.author_id == "x:17200003"
     assert rows["1275763727908798470"].author_is_brand is False
+
+
+def test_default_query_leaves_out_handles_of_other_networks() -> None:
+    brands = settings_from_dict(
+        {
+            "database": "sqlite://",
+            "brands": [
+                {
+                    "name": "Bouygues Telecom",
+                    "handles": [
+                        "@bouyguestelecom",
+                        "@bouyguestelecom@mastodon.social",
+                        "@bouyguestelecom.bsky.social",
+                    ],
+                }
+            ],
+        }
+    ).brands
+    assert default_query(brands) == '("Bouygues Telecom" OR @bouyguestelecom) -is:retweet'

@@ -11,12 +11,16 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 from functools import cache
+from typing import TYPE_CHECKING
 
 from lingua import IsoCode639_1, Language, LanguageDetector, LanguageDetectorBuilder
 
 from monitor.analysis.churn import ChurnDetector
 from monitor.analysis.model import DetectionModel, load_model
 from monitor.mention import Mention
+
+if TYPE_CHECKING:
+    from monitor.config import Settings
 
 # Words frequent in one language and (nearly) absent from the other.
 FUNCTION_WORDS = {
@@ -37,7 +41,7 @@ CHURN_MODEL_MAX_CHARS = 400  # ... and only tweet-sized ones: it learned from tw
 
 
 @cache
-def _detector(languages: tuple[str, ...]) -> LanguageDetector | None:
+def _detector(languages: tuple[str, ...], light: bool = False) -> LanguageDetector | None:
     wanted = []
     for code in languages:
         try:
@@ -46,7 +50,10 @@ def _detector(languages: tuple[str, ...]) -> LanguageDetector | None:
             continue
     if len(wanted) < 2:
         return None
-    return LanguageDetectorBuilder.from_languages(*wanted).build()
+    builder = LanguageDetectorBuilder.from_languages(*wanted)
+    # Light: trigram models only, ~10 MB instead of ~95 MB for French and English, a little less
+    # accurate on very short posts (measured in docs/performance.md).
+    return (builder.with_low_accuracy_mode() if light else builder).build()
 
 
 class Analyzer:
@@ -57,11 +64,12 @@ class Analyzer:
         languages: Sequence[str] = ("fr", "en"),
         model: DetectionModel | None = None,
         brand_terms: Sequence[str] = (),
+        light: bool = False,
     ) -> None:
         self.languages = tuple(code.lower() for code in languages)
         self.model = model or load_model()
         self.churn = ChurnDetector()
-        self.detector = _detector(self.languages)
+        self.detector = _detector(self.languages, light)
         # Brand names are proper nouns of no language ("Bouygues Telecom" reads as French,
         # "Free" as English): language detection does not see them.
         terms = sorted({t.lstrip("@#") for t in brand_terms if t.strip("@# ")}, key=len, reverse=True)
@@ -70,6 +78,12 @@ class Analyzer:
             if terms
             else None
         )
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Analyzer:
+        """The analyzer a config asks for: its languages, detection mode and brand names."""
+        terms = [t for b in settings.brands for t in (b.name, *b.aliases, *b.handles)]
+        return cls(settings.languages, brand_terms=terms, light=settings.language_detection == "light")
 
     def languages_of(self, texts: list[str]) -> list[str]:
         """Detected language per text, among the configured ones ("other" when unsure)."""

@@ -101,8 +101,7 @@ def try_text(
         brand=brand,
         author_followers=followers,
     )
-    terms = [t for b in settings.brands for t in (b.name, *b.aliases, *b.handles)]
-    Analyzer(settings.languages, brand_terms=terms)([mention])
+    Analyzer.for_settings(settings)([mention])
     rules, _ = configured_rules(settings)
     fired = RuleSet(rules).evaluate(mention)
     names_fired = {d.rule for d in fired}

@@ -13,6 +13,7 @@ newer than that `since_id`, and the pipeline skips what is already stored) inste
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -33,6 +34,7 @@ TWEET_FIELDS = (
 )
 USER_FIELDS = "username,name,verified,public_metrics"
 MIN_RESULTS = 10  # recent search refuses max_results below 10
+X_HANDLE = re.compile(r"^@?[A-Za-z0-9_]{1,15}$")
 # tweepy logs request headers (the bearer token) at DEBUG: scrub them on tweepy's own logger,
 # whatever handlers the embedding program installs.
 _TWEEPY_REDACTOR = RedactSecrets([])
@@ -45,7 +47,7 @@ class TwitterConfig(SourceConfig):
     bearer_token: SecretStr | None = None
     query: str | None = Field(default=None, max_length=4096)
     max_pages: int = Field(default=5, ge=1, le=100)
-    mentions_of: str | None = Field(default=None, pattern=r"^@?[A-Za-z0-9_]{1,15}$")
+    mentions_of: str | None = Field(default=None, pattern=X_HANDLE.pattern)
     timeout: Duration = timedelta(seconds=30)
     price_per_read: float = Field(default=0.005, ge=0)
 
@@ -69,7 +71,8 @@ def default_query(brands: Sequence[Any]) -> str:
         for term in (brand.name, *brand.aliases):
             terms[f'"{term}"' if " " in term else term] = None
         for handle in brand.handles:
-            terms[handle] = None
+            if X_HANDLE.match(handle):  # not `@brand@mastodon.social` or `@brand.bsky.social`
+                terms[handle] = None
     return f"({' OR '.join(terms)}) -is:retweet"
 
 

@@ -69,6 +69,12 @@ def feed_server() -> Iterator[FeedServer]:
 
 
 @pytest.fixture
+def brands() -> tuple[Any, ...]:
+    """The test brand as a source receives it (sources build their default queries from it)."""
+    return settings_from_dict({"database": "sqlite://", "brands": [BRAND]}).brands
+
+
+@pytest.fixture
 def rsps() -> Iterator[responses.RequestsMock]:
     """Every HTTP call in the test goes here; an unregistered one fails as a connection error."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:

@@ -336,11 +336,6 @@ def bsky() -> Iterator[FakeBluesky]:
 
 
 @pytest.fixture
-def brands() -> tuple[Any, ...]:
-    return settings_from_dict({"database": "sqlite://", "brands": [BRAND]}).brands
-
-
-@pytest.fixture
 def make_source(bsky: FakeBluesky, brands: tuple[Any, ...]) -> Iterator[Callable[..., BlueskySource]]:
     made: list[BlueskySource] = []
 

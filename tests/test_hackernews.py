@@ -26,7 +26,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from conftest import BRAND
 from sqlalchemy import select
 
 from monitor.analysis.text import fold
@@ -200,11 +199,6 @@ def algolia() -> Iterator[FakeAlgolia]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-@pytest.fixture
-def brands() -> tuple[Any, ...]:
-    return settings_from_dict({"database": "sqlite://", "brands": [BRAND]}).brands
 
 
 @pytest.fixture

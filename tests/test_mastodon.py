@@ -127,11 +127,6 @@ def serve_error(rsps: responses.RequestsMock, url: str, name: str) -> None:
 
 
 @pytest.fixture
-def brands() -> tuple[Any, ...]:
-    return settings_from_dict({"database": "sqlite://", "brands": [BRAND]}).brands
-
-
-@pytest.fixture
 def make_source(brands: tuple[Any, ...]) -> Iterator[Callable[..., MastodonSource]]:
     made: list[MastodonSource] = []
 

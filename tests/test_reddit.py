@@ -131,11 +131,6 @@ def token(rsps: responses.RequestsMock) -> None:
 
 
 @pytest.fixture
-def brands() -> tuple[Any, ...]:
-    return settings_from_dict({"database": "sqlite://", "brands": [BRAND]}).brands
-
-
-@pytest.fixture
 def make_source(brands: tuple[Any, ...]) -> Iterator[Callable[..., RedditSource]]:
     made: list[RedditSource] = []
 

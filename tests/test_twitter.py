@@ -112,11 +112,6 @@ def serve(
 
 
 @pytest.fixture
-def brands() -> tuple[Any, ...]:
-    return settings_from_dict({"database": "sqlite://", "brands": [BRAND]}).brands
-
-
-@pytest.fixture
 def make_source(brands: tuple[Any, ...]) -> Iterator[Callable[..., TwitterSource]]:
     made: list[TwitterSource] = []
 

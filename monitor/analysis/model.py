@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import importlib
 import json
-import math
 import re
 import zipfile
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -41,7 +39,7 @@ LEXICON_COLUMNS = 3
 MODEL_FILE = "detection.npz"
 FORMAT_VERSION = 2
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token_pattern
-_WHITE_SPACES = re.compile(r"\s\s+")
+WORD_CACHE = 50_000  # words whose character n-gram columns are remembered (a few MB)
 _CLASSIFIERS = ("sentiment", "complaint", "churn")
 
 
@@ -72,14 +70,20 @@ def word_ngrams(text: str, low: int, high: int) -> list[str]:
 def char_wb_ngrams(text: str, low: int, high: int) -> list[str]:
     """Character n-grams inside space-padded words, as scikit-learn's `analyzer="char_wb"`."""
     grams: list[str] = []
-    for word in _WHITE_SPACES.sub(" ", text.lower()).split():
-        padded = f" {word} "
-        size = len(padded)
-        for n in range(low, high + 1):
-            if size <= n:  # a short word counts once, whole
-                grams.append(padded)
-                break
-            grams.extend(padded[i : i + n] for i in range(size - n + 1))
+    for word in text.lower().split():
+        grams.extend(_word_char_ngrams(word, low, high))
+    return grams
+
+
+def _word_char_ngrams(word: str, low: int, high: int) -> list[str]:
+    padded = f" {word} "
+    size = len(padded)
+    grams: list[str] = []
+    for n in range(low, high + 1):
+        if size <= n:  # a short word counts once, whole
+            grams.append(padded)
+            break
+        grams.extend([padded[i : i + n] for i in range(size - n + 1)])
     return grams
 
 
@@ -96,25 +100,47 @@ class TfidfFeatures:
     def __post_init__(self) -> None:
         if not self.vocabulary:
             self.vocabulary = {term: i for i, term in enumerate(self.terms)}
-        self._grams = word_ngrams if self.analyzer == "word" else char_wb_ngrams
+        # Character n-grams never cross words, and words repeat: their columns are kept per word.
+        self._word_columns: dict[str, tuple[int, ...]] = {}
+
+    def _columns(self, text: str) -> list[int]:
+        get, (low, high) = self.vocabulary.get, self.ngram_range
+        if self.analyzer == "word":
+            return [i for i in map(get, word_ngrams(text, low, high)) if i is not None]
+        columns: list[int] = []
+        cache = self._word_columns
+        for word in text.lower().split():
+            found = cache.get(word)
+            if found is None:
+                found = tuple(i for i in map(get, _word_char_ngrams(word, low, high)) if i is not None)
+                if len(cache) >= WORD_CACHE:
+                    cache.clear()
+                cache[word] = found
+            columns.extend(found)
+        return columns
 
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
-        vocabulary, (low, high) = self.vocabulary, self.ngram_range
-        indptr, indices, values = [0], [], []
+        """Python only makes the n-grams and looks them up; counting and weighting are array work."""
+        columns: list[int] = []
+        indptr = [0]
         for text in texts:
-            counts = Counter(
-                i for gram in self._grams(text, low, high) if (i := vocabulary.get(gram)) is not None
-            )
-            columns = sorted(counts)
-            weights = [(1.0 + math.log(counts[c])) * self.idf[c] for c in columns]
-            norm = math.sqrt(sum(w * w for w in weights))
-            indices.extend(columns)
-            values.extend([w / norm for w in weights] if norm else weights)
-            indptr.append(len(indices))
-        return sp.csr_matrix(
-            (np.asarray(values, dtype=np.float32), np.asarray(indices, dtype=np.int32), np.asarray(indptr)),
-            shape=(len(texts), len(self.terms)),
+            columns.extend(self._columns(text))
+            indptr.append(len(columns))
+        shape = (len(texts), len(self.terms))
+        counts = sp.csr_matrix(
+            (
+                np.ones(len(columns), dtype=np.float32),
+                np.asarray(columns, dtype=np.int32),
+                np.asarray(indptr),
+            ),
+            shape=shape,
         )
+        counts.sum_duplicates()  # one entry per (text, term), holding its count; indices sorted
+        weights = (np.log(counts.data) + 1.0) * self.idf[counts.indices]
+        rows = np.repeat(np.arange(shape[0]), np.diff(counts.indptr))
+        norms = np.sqrt(np.bincount(rows, weights=weights * weights, minlength=shape[0]))
+        weights /= norms[rows]
+        return sp.csr_matrix((weights.astype(np.float32), counts.indices, counts.indptr), shape=shape)
 
 
 @dataclass
@@ -144,10 +170,9 @@ class LinearClassifier:
         assert total is not None
         return total / len(self.weights)
 
-    @property
-    def evidence_weights(self) -> np.ndarray:
-        """Per-feature push towards the last class, averaged over members: for explanations."""
-        return np.asarray(self.weights[:, -1, :].mean(axis=0))
+    def __post_init__(self) -> None:
+        # Per-feature push towards the last class, averaged over members: for explanations.
+        self.evidence_weights = np.asarray(self.weights[:, -1, :].mean(axis=0))
 
 
 @dataclass

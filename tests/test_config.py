@@ -11,6 +11,7 @@ from monitor.cli import main
 from monitor.confbase import parse_duration
 from monitor.config import load_config
 from monitor.errors import ConfigError
+from monitor.sources import SOURCE_TYPES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -163,7 +164,7 @@ def test_init_writes_a_starter_that_loads(tmp_path: Path, capsys: pytest.Capture
     assert main(["--config", str(target), "init"]) == 0
     settings = load_config(target, env={})
     assert settings.brands[0].name == "Bouygues Telecom"
-    assert {s.type for s in settings.sources} == {"rss", "twitter"}
+    assert {s.type for s in settings.sources} == set(SOURCE_TYPES)  # the starter shows every source type
     assert main(["--config", str(target), "init"]) == 2
     assert "already exists" in capsys.readouterr().err
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
@@ -638,3 +638,34 @@ def test_rules_test_counts_only_the_text_for_author_mentions(
     result = json.loads(capsys.readouterr().out)
     assert [f["rule"] for f in result["fired"]] == ["repeat"]
     assert result["notes"] == ["author_mentions_within counts only this text here (no database)"]
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    words=st.lists(st.sampled_from(["panne", "fibre", "résilier", "merci", "box", "zut"]), max_size=6),
+    complaint=st.none() | st.floats(0, 1),
+    sentiment=st.none() | st.floats(-1, 1),
+)
+@example(words=["résilier"], complaint=0.3, sentiment=-0.4)  # scores exactly at thresholds
+@example(words=[], complaint=0.6, sentiment=-0.8)
+@example(words=[], complaint=0.9, sentiment=None)
+def test_the_rule_index_fires_exactly_what_evaluating_every_rule_fires(
+    words: list[str], complaint: float | None, sentiment: float | None
+) -> None:
+    """Rules are only evaluated when a keyword or score threshold says they could fire: that
+    shortcut must never change the outcome."""
+    trees: list[Any] = [
+        {"words_any": ["panne", "box"]},
+        {"all": [{"complaint_score_at_least": 0.6}, {"lang_in": ["fr"]}]},
+        {"any": [{"sentiment_at_most": -0.4}, {"words_all": ["fibre", "merci"]}]},
+        {"all": [{"words_any": ["résilier"]}, {"complaint_score_at_least": 0.3}]},
+        {"any": [{"complaint_score_at_least": 0.9}, {"sentiment_at_most": -0.8}]},
+        {"not": {"words_any": ["zut"]}},
+        {"complaint_score_at_least": 0.0},
+    ]
+    rules = RuleSet(tuple(_rule(f"r{i}", tree) for i, tree in enumerate(trees)))
+    post = mention(" ".join(words), lang="fr")
+    post.complaint_score, post.sentiment = complaint, sentiment
+    fired = [draft.rule for draft in rules.evaluate(post)]
+    every = [c.rule.name for c in rules.rules if c.condition.check(post) is not None]
+    assert fired == every

@@ -29,6 +29,7 @@ from monitor.errors import ConfigError
 from monitor.mention import Mention
 
 Evidence = list[str]
+Trigger = int | tuple[str, float]  # a keyword id, or ("complaint" | "sentiment", threshold)
 Hit = tuple[int, int, bool]  # start, end in the normalized text; True when a whole word ends there
 
 # Inside a phrase, spaces, hyphens, underscores and apostrophes are interchangeable.
@@ -108,7 +109,17 @@ class KeywordIndex:
 class Subject:
     """One mention under evaluation, with what is computed once for all rules (folded text, hits)."""
 
-    __slots__ = ("_folded", "_hits", "_index", "_normalized", "_quoted", "_shifts", "context", "mention")
+    __slots__ = (
+        "_folded",
+        "_hits",
+        "_index",
+        "_normalized",
+        "_notes",
+        "_quoted",
+        "_shifts",
+        "context",
+        "mention",
+    )
 
     def __init__(self, mention: Mention, context: RuleContext | None = None) -> None:
         self.mention = mention
@@ -119,6 +130,22 @@ class Subject:
         self._shifts: list[tuple[int, int]] = []
         self._index: KeywordIndex | None = None
         self._hits: dict[int, list[Hit]] = {}
+        self._notes: dict[str, str] = {}
+
+    def score_note(self, kind: str) -> str:
+        """`complaint score 0.91 (words…)` / `sentiment -0.72 (…)`: one string, whatever the number of
+        rules that quote it."""
+        note = self._notes.get(kind)
+        if note is None:
+            mention = self.mention
+            label = (
+                f"complaint score {mention.complaint_score:.2f}"
+                if kind == "complaint"
+                else f"sentiment {mention.sentiment:+.2f}"
+            )
+            found = mention.evidence.get(kind)
+            note = self._notes[kind] = f"{label} ({', '.join(found)})" if found else label
+        return note
 
     @property
     def folded(self) -> str:
@@ -170,8 +197,13 @@ class Condition:
     def evaluate(self, subject: Subject) -> Evidence | None:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def required(self) -> frozenset[int] | None:
-        """Keyword ids of which at least one must be hit for a match; None when no keyword is needed."""
+    def required(self) -> frozenset[Trigger] | None:
+        """Triggers of which at least one must hold for a match (None: no cheap test is necessary).
+
+        A trigger is a keyword id (hit by the automaton), `("complaint", t)` (complaint score >= t)
+        or `("sentiment", t)` (sentiment <= t). The rule set indexes rules by them, so a mention
+        only evaluates the rules it could fire.
+        """
         return None
 
     def check(self, mention: Mention, context: RuleContext | None = None) -> Evidence | None:
@@ -306,7 +338,7 @@ class _Words(Condition):
             return None
         return [f"{self.label}: {', '.join(subject.quote(spans))}"]
 
-    def required(self) -> frozenset[int] | None:
+    def required(self) -> frozenset[Trigger] | None:
         return frozenset(self.ids)
 
 
@@ -340,7 +372,7 @@ class _PluralPhrase(Condition):
         spans = [m.span() for m in self.pattern.finditer(subject.folded)]
         return [f"phrase: {', '.join(subject.quote(spans, normalized=False))}"] if spans else None
 
-    def required(self) -> frozenset[int] | None:
+    def required(self) -> frozenset[Trigger] | None:
         return frozenset((self.trigger,))
 
 
@@ -394,11 +426,6 @@ class _Field(Condition):
         return [self.label.format(value=value)] if value is not None and value is not False else None
 
 
-def _with_evidence(label: str, mention: Mention, kind: str) -> str:
-    found = mention.evidence.get(kind)
-    return f"{label} ({', '.join(found)})" if found else label
-
-
 @dataclass(slots=True)
 class _Complaint(Condition):
     threshold: float
@@ -407,7 +434,10 @@ class _Complaint(Condition):
         score = subject.mention.complaint_score
         if score is None or score < self.threshold:
             return None
-        return [_with_evidence(f"complaint score {score:.2f}", subject.mention, "complaint")]
+        return [subject.score_note("complaint")]
+
+    def required(self) -> frozenset[Trigger] | None:
+        return frozenset({("complaint", self.threshold)})
 
 
 @condition("complaint_score_at_least")
@@ -423,7 +453,10 @@ class _Sentiment(Condition):
         score = subject.mention.sentiment
         if score is None or score > self.threshold:
             return None
-        return [_with_evidence(f"sentiment {score:+.2f}", subject.mention, "sentiment")]
+        return [subject.score_note("sentiment")]
+
+    def required(self) -> frozenset[Trigger] | None:
+        return frozenset({("sentiment", self.threshold)})
 
 
 @condition("sentiment_at_most")
@@ -536,10 +569,10 @@ class _All(Condition):
             evidence.extend(found)
         return evidence
 
-    def required(self) -> frozenset[int] | None:
-        # Any part's keywords are needed; the smallest set is the most selective.
+    def required(self) -> frozenset[Trigger] | None:
+        # Any part's triggers are necessary; keywords are the most selective, then the fewest.
         needed = [r for r in (part.required() for part in self.parts) if r is not None]
-        return min(needed, key=len) if needed else None
+        return min(needed, key=lambda r: (not all(isinstance(t, int) for t in r), len(r))) if needed else None
 
 
 @dataclass(slots=True)
@@ -556,8 +589,8 @@ class _Any(Condition):
                 evidence.extend(found)
         return evidence if matched else None
 
-    def required(self) -> frozenset[int] | None:
-        needed: set[int] = set()
+    def required(self) -> frozenset[Trigger] | None:
+        needed: set[Trigger] = set()
         for part in self.parts:
             required = part.required()
             if required is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
@@ -62,13 +63,25 @@ class RuleSet:
         self.keywords.prepare()
         self._always: list[int] = []
         self._by_keyword: dict[int, list[int]] = {}
+        complaint: list[tuple[float, int]] = []  # (threshold, rule): may fire when score >= threshold
+        sentiment: list[tuple[float, int]] = []  # (threshold, rule): may fire when sentiment <= threshold
         for n, compiled in enumerate(self.rules):
             required = compiled.condition.required()
             if required is None:
                 self._always.append(n)
-            else:
-                for kid in required:
-                    self._by_keyword.setdefault(kid, []).append(n)
+                continue
+            for trigger in required:
+                if isinstance(trigger, int):
+                    self._by_keyword.setdefault(trigger, []).append(n)
+                else:
+                    (complaint if trigger[0] == "complaint" else sentiment).append((trigger[1], n))
+        complaint.sort()
+        sentiment.sort()
+        self._complaint_at = [t for t, _ in complaint]
+        self._complaint_rules = [n for _, n in complaint]
+        self._sentiment_at = [t for t, _ in sentiment]
+        self._sentiment_rules = [n for _, n in sentiment]
+        self._gated = bool(self._by_keyword or complaint or sentiment)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RuleSet:
@@ -79,14 +92,20 @@ class RuleSet:
         return cls(tuple(rule.model_copy(update={"notify": every_channel}) for rule in default_rules()))
 
     def _candidates(self, subject: Subject) -> list[CompiledRule]:
-        if not self._by_keyword:
+        """The rules this mention could fire, in rule order: those with no cheap necessary test,
+        those one of whose keywords it contains, those whose score threshold it reaches."""
+        if not self._gated:
             return self.rules
-        hits = subject.hits(self.keywords)
-        if not hits:
-            return [self.rules[n] for n in self._always]
         chosen = set(self._always)
-        for kid in hits:
-            chosen.update(self._by_keyword.get(kid, ()))
+        if self._by_keyword:
+            for kid in subject.hits(self.keywords):
+                chosen.update(self._by_keyword.get(kid, ()))
+        score = subject.mention.complaint_score
+        if score is not None and self._complaint_at:
+            chosen.update(self._complaint_rules[: bisect_right(self._complaint_at, score)])
+        score = subject.mention.sentiment
+        if score is not None and self._sentiment_at:
+            chosen.update(self._sentiment_rules[bisect_left(self._sentiment_at, score) :])
         return [self.rules[n] for n in sorted(chosen)]
 
     def evaluate(self, mention: Mention, context: RuleContext | None = None) -> list[FlagDraft]:

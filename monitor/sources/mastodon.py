@@ -18,6 +18,8 @@ late. Pages are read until one reaches `since_id`, and statuses at or below it a
 
 external_id is the status `uri`: federated copies of a post on several instances share it, so a post
 seen from two instances is stored once.
+
+Mastodon.py is imported lazily, on the first API call: most commands never poll.
 """
 
 from __future__ import annotations
@@ -26,22 +28,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlsplit
 
 import requests
-from mastodon import (
-    Mastodon,
-    MastodonAPIError,
-    MastodonError,
-    MastodonIllegalArgumentError,
-    MastodonNetworkError,
-    MastodonNotFoundError,
-    MastodonRatelimitError,
-    MastodonServerError,
-    MastodonUnauthorizedError,
-    MastodonVersionError,
-)
 from pydantic import Field, SecretStr, field_validator
 
 from monitor import USER_AGENT
@@ -50,6 +41,13 @@ from monitor.confbase import Duration
 from monitor.errors import AccessRefusedError, FatalSourceError, RetriableSourceError
 from monitor.mention import Mention
 from monitor.sources.base import Batch, Source, SourceConfig
+
+if TYPE_CHECKING:
+    from mastodon import Mastodon, MastodonError, MastodonNetworkError
+
+    _ClientBase = Mastodon
+else:
+    _ClientBase = object  # _client_class() adds Mastodon under it, on first use
 
 PAGE_SIZE = 40  # the most Mastodon returns per page, for search and timelines alike
 PUBLIC_VISIBILITIES = frozenset({"public", "unlisted"})
@@ -119,7 +117,7 @@ class _Target:
         return urlsplit(self.instance).netloc
 
 
-class _Client(Mastodon):
+class _Client(_ClientBase):
     """Mastodon.py, minus its instance probe on timeline reads.
 
     `timeline()` first fetches /api/v2/instance (again after every failure) to warn when a timeline
@@ -150,6 +148,15 @@ class _Client(Mastodon):
         fail_hard: bool = False,
     ) -> bool:
         return True
+
+
+@cache
+def _client_class() -> type[_Client]:
+    """`_Client` on Mastodon.py's client, built on first use: only a source that polls imports it."""
+    from mastodon import Mastodon
+
+    client = type("_Client", (_Client, Mastodon), {"__doc__": _Client.__doc__})
+    return cast("type[_Client]", client)
 
 
 def default_terms(brands: Sequence[Any]) -> list[str]:
@@ -263,7 +270,7 @@ class MastodonSource(Source):
 
     def _api(self, instance: str) -> _Client:
         if instance not in self._clients:
-            client = _Client(
+            client = _client_class()(
                 api_base_url=instance,
                 # The token belongs to an account on the first instance: never send it elsewhere.
                 access_token=self._token() if instance == self.config.instances[0] else None,
@@ -365,6 +372,18 @@ class MastodonSource(Source):
 
     def _call(self, target: _Target, request: Callable[[_Client], Any]) -> Any:
         """Run one API call; translate every failure into a SourceError that says what to do."""
+        from mastodon import (
+            MastodonAPIError,
+            MastodonError,
+            MastodonIllegalArgumentError,
+            MastodonNetworkError,
+            MastodonNotFoundError,
+            MastodonRatelimitError,
+            MastodonServerError,
+            MastodonUnauthorizedError,
+            MastodonVersionError,
+        )
+
         where = f"source {self.name}: {target.host}"
         api = self._api(target.instance)
         api.ratelimit_reset = None  # so a 429 reports its own reset time, not an older response's

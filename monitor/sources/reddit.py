@@ -18,6 +18,7 @@ back `backfill` (7 days by default).
 PRAW is set up never to wait on its own: no update check, no async warning, each request bounded
 by `timeout`, and when Reddit says the rate-limit window is used up the poll stops with a
 RetriableSourceError parked until the reset, instead of prawcore sleeping up to ten minutes.
+PRAW is imported lazily, on the first API call: most commands never poll.
 """
 
 from __future__ import annotations
@@ -27,14 +28,10 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal
 
-import praw
-import prawcore
 import requests
-from praw.exceptions import PRAWException
-from praw.models import Comment, Listing, Submission
-from prawcore.const import ACCESS_TOKEN_PATH
 from pydantic import Field, SecretStr, field_validator
 
 from monitor import USER_AGENT
@@ -43,6 +40,10 @@ from monitor.errors import AccessRefusedError, FatalSourceError, RetriableSource
 from monitor.logs import RedactSecrets
 from monitor.mention import Mention
 from monitor.sources.base import Batch, Source, SourceConfig
+
+if TYPE_CHECKING:
+    import praw
+    import prawcore
 
 REDDIT_URL = "https://www.reddit.com"
 OVERLAP = timedelta(hours=1)  # how far below the saved position each poll reads again
@@ -209,18 +210,25 @@ class _RateBudget:
         return self.reset_at if self.reset_at > self.clock() else None
 
 
-class _Requestor(prawcore.Requestor):
-    """prawcore's requestor with the source's timeout on every request (prawcore's sessions pass
-    their own 16 s default), recording the rate-limit headers of each response."""
+@cache
+def _requestor_class() -> type[prawcore.Requestor]:
+    """`_Requestor`, built on first use so that prawcore is only imported by a source that polls."""
+    import prawcore
 
-    def __init__(self, *args: Any, budget: _RateBudget, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.budget = budget
+    class _Requestor(prawcore.Requestor):
+        """prawcore's requestor with the source's timeout on every request (prawcore's sessions pass
+        their own 16 s default), recording the rate-limit headers of each response."""
 
-    def request(self, *args: Any, timeout: float | None = None, **kwargs: Any) -> requests.Response:
-        response = super().request(*args, timeout=self.timeout, **kwargs)
-        self.budget.update(response.headers)
-        return response
+        def __init__(self, *args: Any, budget: _RateBudget, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.budget = budget
+
+        def request(self, *args: Any, timeout: float | None = None, **kwargs: Any) -> requests.Response:
+            response = super().request(*args, timeout=self.timeout, **kwargs)
+            self.budget.update(response.headers)
+            return response
+
+    return _Requestor
 
 
 class RedditSource(Source):
@@ -273,6 +281,8 @@ class RedditSource(Source):
 
     def _api(self) -> praw.Reddit:
         if self._reddit is None:
+            import praw
+
             assert self.config.client_id and self.config.client_secret is not None
             secret = self.config.client_secret.get_secret_value()
             password = _reveal(self.config.password) or None
@@ -290,7 +300,7 @@ class RedditSource(Source):
                 check_for_async=False,
                 check_for_updates=False,
                 ratelimit_seconds=0,
-                requestor_class=_Requestor,
+                requestor_class=_requestor_class(),
                 requestor_kwargs={
                     "session": self._session,
                     "timeout": self.config.timeout.total_seconds(),
@@ -369,6 +379,8 @@ class RedditSource(Source):
             after = next_after
 
     def _mention(self, item: Any, data: Mapping[str, Any]) -> Mention | None:
+        from praw.models import Comment, Submission
+
         if isinstance(item, Submission):
             return submission_to_mention(self.name, data)
         if isinstance(item, Comment):
@@ -380,6 +392,8 @@ class RedditSource(Source):
 
     def _page(self, kind: str, after: str | None, size: int) -> tuple[list[Any], str | None]:
         """One listing page (one request): its children and the `after` of the next page."""
+        from praw.models import Comment, Listing, Submission
+
         params: dict[str, str | int] = {"limit": size}
         if after:
             params["after"] = after
@@ -407,6 +421,9 @@ class RedditSource(Source):
 
     def _call(self, request: Callable[[praw.Reddit], Any]) -> Any:
         """Run one API call; translate every failure into a SourceError that says what to do."""
+        import prawcore
+        from praw.exceptions import PRAWException
+
         where = f"source {self.name}"
         api = self._api()
         reset = self._budget.exhausted_until()
@@ -447,6 +464,8 @@ class RedditSource(Source):
             ) from None
 
     def _response_error(self, where: str, subs: str, response: requests.Response) -> Exception:
+        from prawcore.const import ACCESS_TOKEN_PATH
+
         status = response.status_code
         reason = _reason(response)
         token_call = response.url.split("?", 1)[0].endswith(ACCESS_TOKEN_PATH)

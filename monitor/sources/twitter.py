@@ -8,6 +8,8 @@ resumes where it stopped: no gap, no duplicate.
 Recent search only covers the last 7 days and refuses an older `since_id` (HTTP 400). That happens
 after a quiet week or a long outage; the search then restarts over the whole window (all of it is
 newer than that `since_id`, and the pipeline skips what is already stored) instead of failing forever.
+
+tweepy is imported lazily, on the first API call: most commands never poll.
 """
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import requests
-import tweepy
 from pydantic import Field, SecretStr
 from requests.adapters import HTTPAdapter
 
@@ -28,6 +29,9 @@ from monitor.errors import AccessRefusedError, FatalSourceError, RetriableSource
 from monitor.logs import RedactSecrets
 from monitor.mention import Mention
 from monitor.sources.base import Batch, Source, SourceConfig
+
+if TYPE_CHECKING:
+    import tweepy
 
 TWEET_FIELDS = (
     "created_at,lang,conversation_id,public_metrics,referenced_tweets,in_reply_to_user_id,author_id"
@@ -124,6 +128,8 @@ class TwitterSource(Source):
 
     def _api(self) -> tweepy.Client:
         if self._client is None:
+            import tweepy
+
             assert self.config.bearer_token is not None
             self._client = tweepy.Client(
                 bearer_token=self.config.bearer_token.get_secret_value(),
@@ -206,6 +212,8 @@ class TwitterSource(Source):
 
     def _call(self, request: Callable[[tweepy.Client], Any], since_id: str | None) -> dict[str, Any]:
         """Run one API call; translate every failure into a SourceError that says what to do."""
+        import tweepy
+
         where = f"source {self.name}"
         try:
             result = request(self._api())

@@ -105,7 +105,11 @@ def ingest_results(name: str, url: str, count: int) -> list[dict[str, object]]:
 
     corpus = texts(count)
     settings = settings_from_dict(
-        {"database": url, "brands": [{"name": "Free", "aliases": ["Freebox", "Free Mobile"]}]}
+        {
+            "database": url,
+            "brands": [{"name": "Free", "aliases": ["Freebox", "Free Mobile"]}],
+            "embeddings": False,  # the light model (see enrich-ml)
+        }
     )
     db = Database(settings.database)
     pipeline = Pipeline(settings)
@@ -120,7 +124,7 @@ def ingest_results(name: str, url: str, count: int) -> list[dict[str, object]]:
     ingest_seconds = timed(ingest)
     db.dispose()
     # Floor: the analysis alone on the same texts (the ingest path runs it on every new mention).
-    analyzer = Analyzer(settings.languages, brand_terms=["Free", "Freebox", "Free Mobile"])
+    analyzer = Analyzer.for_settings(settings)
     fresh = mentions(corpus, "a")
     analysis_seconds = timed(lambda: [analyzer(fresh[s : s + BATCH]) for s in range(0, count, BATCH)])
     # Storage limit: a raw executemany of the same rows into the same table.
@@ -200,11 +204,12 @@ def bench_enrich(count: int) -> list[dict[str, object]]:
     from monitor.analysis.enrich import Analyzer
     from monitor.analysis.model import load_model
 
+    load_model.cache_clear()  # measure a real load, not the process's cached model
     started = time.perf_counter()
     load_model()
     load_seconds = time.perf_counter() - started
     corpus = mixed_texts(count)
-    analyzer = Analyzer(("fr", "en"))
+    analyzer = Analyzer(("fr", "en"), embeddings=False)  # the light model; `enrich-ml` adds the encoder
     analyzer([Mention(source="warm", external_id="0", text=corpus[0])])
     batches = [
         [Mention(source="bench", external_id=str(i), text=t) for i, t in enumerate(corpus[s : s + BATCH], s)]
@@ -235,6 +240,44 @@ def bench_enrich(count: int) -> list[dict[str, object]]:
             "ok": load_seconds < 1.0,
             "note": "loading the packaged detection model file",
         },
+    ]
+
+
+def bench_enrich_ml(count: int) -> list[dict[str, object]]:
+    """English posts through the analysis with the sentence encoder (monitor[ml]) vs without it."""
+    from monitor.analysis import embeddings
+    from monitor.analysis.enrich import Analyzer
+
+    if not embeddings.available():
+        return []
+    with (SHARED.parents[1] / "complaints-en" / "train.csv").open(encoding="utf-8") as handle:
+        corpus = [row["text"] for row in csv.DictReader(handle)][:count]
+    rates = {}
+    for use in (False, True):
+        analyzer = Analyzer(("fr", "en"), embeddings=use)
+        analyzer([Mention(source="warm", external_id="w", text="warm up @x my order never came", lang="en")])
+        batches = [
+            [
+                Mention(source="b", external_id=str(i), text=t, lang="en")
+                for i, t in enumerate(corpus[s : s + BATCH], s)
+            ]
+            for s in range(0, len(corpus), BATCH)
+        ]
+        rates[use] = len(corpus) / timed(
+            lambda analyzer=analyzer, batches=batches: [analyzer(b) for b in batches]
+        )
+    return [
+        {
+            "name": "enrich-ml",
+            "value": round(rates[True]),
+            "unit": "mentions/s",
+            "baseline": round(rates[False]),
+            "ratio": round(rates[True] / rates[False], 3),
+            "target": None,
+            "ok": None,
+            "note": f"{len(corpus)} English complaint-set tweets with the sentence encoder (only scores in "
+            f"{embeddings.BAND} are encoded); baseline = the light model alone on the same texts",
+        }
     ]
 
 
@@ -558,6 +601,7 @@ def bench_memory(count: int, cycles: int, detection: str = "accurate") -> list[d
             "database": f"sqlite:///{tmp}/memory.db",
             "brands": [{"name": "Free", "aliases": ["Freebox"]}],
             "language_detection": detection,
+            "embeddings": detection == "accurate",  # the small-machine profile turns both down
         }
         # Baseline: the same daemon with nothing to poll, after start-up (model loaded, schema made).
         started = time.monotonic()
@@ -593,6 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     size = 2_000 if args.quick else 20_000
     results = (
         bench_enrich(size)
+        + bench_enrich_ml(200 if args.quick else 1000)
         + bench_ingest(size)
         + bench_feeds(50 if args.quick else 1000)
         + bench_report(20_000 if args.quick else 1_000_000)

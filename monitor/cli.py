@@ -616,7 +616,7 @@ def eval_command(
 
     settings = _settings_or_default(ctx, brand)
     examples = evaluation.read_examples(Path(labels), target)
-    click.echo(f"model: {evaluation.model_description()}", err=as_json)
+    click.echo(f"model: {evaluation.model_description(settings)}", err=as_json)
     if folds:
         result = evaluation.cross_validated(settings, examples, target=target, folds=folds)
     else:

@@ -132,6 +132,7 @@ class Settings(Frozen):
     channels: dict[str, ChannelSettings] = Field(default_factory=dict)
     languages: tuple[str, ...] = ("fr", "en")
     language_detection: Literal["accurate", "light"] = "accurate"
+    embeddings: bool = True
     retention_days: int | None = Field(default=None, gt=0)
     auto_resolve: bool = False  # resolve a case when its author's follow-up is clearly happy
     poll_jitter: Duration = timedelta(seconds=30)

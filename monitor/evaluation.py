@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from monitor.analysis import embeddings
 from monitor.analysis.enrich import Analyzer
 from monitor.analysis.model import SENTIMENTS, load_model, sentiment_label, trainer
 from monitor.config import Settings
@@ -105,9 +106,17 @@ def _mentions(examples: Sequence[Example], analyzer: Analyzer, brand: str) -> li
     return mentions
 
 
-def model_description() -> str:
-    metadata = load_model().metadata
-    return f"light model (tf-idf n-grams + lexicon, logistic regression), trained {metadata.get('trained_at', '?')}"
+def model_description(settings: Settings | None = None) -> str:
+    """Which model scores: the light one alone, or with the sentence encoder (monitor[ml])."""
+    model = load_model()
+    trained = model.metadata.get("trained_at", "?")
+    light = f"light model (tf-idf n-grams + lexicon, logistic regression), trained {trained}"
+    if model.uses_embeddings(allowed=settings.embeddings if settings else True):
+        return f"{light}, English complaints averaged with {embeddings.ENCODER} embeddings"
+    if any(m.complaint_embedding is not None for m in model.languages.values()):
+        reason = "embeddings: false" if settings and not settings.embeddings else "monitor[ml] not installed"
+        return f"{light} (its embedding head is unused: {reason})"
+    return light
 
 
 def evaluate(
@@ -170,7 +179,9 @@ def cross_validated(
             raise MonitorError(
                 f"too few examples of each label in language {lang!r} for {folds}-fold cross-validation"
             )
-        out = trainer().cross_validate([examples[i].text for i in index], labels, lang, task, folds)
+        out = trainer().cross_validate(
+            [examples[i].text for i in index], labels, lang, task, folds, use_embeddings=settings.embeddings
+        )
         predicted[index] = (
             out.astype(int) if task == "sentiment" else (out >= COMPLAINT_THRESHOLD).astype(int)
         )

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from monitor.analysis import embeddings
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,7 +33,9 @@ def test_bench_quick_reports_ratios_against_baselines() -> None:
         "feeds-unchanged",
         "memory",
         "memory-light",
-    } | ({"postgres"} if os.environ.get("MONITOR_TEST_POSTGRES_URL") else set())
+    } | ({"postgres"} if os.environ.get("MONITOR_TEST_POSTGRES_URL") else set()) | (
+        {"enrich-ml"} if embeddings.available() else set()
+    )
     for result in results:
         assert set(result) >= {"name", "value", "unit", "baseline", "ratio", "target", "ok"}
         assert result["value"] > 0

@@ -65,11 +65,13 @@ class Analyzer:
         model: DetectionModel | None = None,
         brand_terms: Sequence[str] = (),
         light: bool = False,
+        embeddings: bool = True,
     ) -> None:
         self.languages = tuple(code.lower() for code in languages)
         self.model = model or load_model()
         self.churn = ChurnDetector()
         self.detector = _detector(self.languages, light)
+        self.embeddings = embeddings  # use the sentence encoder when monitor[ml] is installed
         # Brand names are proper nouns of no language ("Bouygues Telecom" reads as French,
         # "Free" as English): language detection does not see them.
         terms = sorted({t.lstrip("@#") for t in brand_terms if t.strip("@# ")}, key=len, reverse=True)
@@ -83,7 +85,12 @@ class Analyzer:
     def for_settings(cls, settings: Settings) -> Analyzer:
         """The analyzer a config asks for: its languages, detection mode and brand names."""
         terms = [t for b in settings.brands for t in (b.name, *b.aliases, *b.handles)]
-        return cls(settings.languages, brand_terms=terms, light=settings.language_detection == "light")
+        return cls(
+            settings.languages,
+            brand_terms=terms,
+            light=settings.language_detection == "light",
+            embeddings=settings.embeddings,
+        )
 
     def languages_of(self, texts: list[str]) -> list[str]:
         """Detected language per text, among the configured ones ("other" when unsure)."""
@@ -128,7 +135,7 @@ class Analyzer:
         for mention in mentions:
             by_language[mention.lang or "other"].append(mention)
         for lang, group in by_language.items():
-            scores = self.model.analyse([texts[id(m)] for m in group], lang)
+            scores = self.model.analyse([texts[id(m)] for m in group], lang, use_embeddings=self.embeddings)
             for mention, score in zip(group, scores, strict=True):
                 evidence = list(self.churn.detect(texts[id(mention)]).evidence)
                 if score is not None:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from monitor.analysis import lexicon
+from monitor.analysis import embeddings, lexicon
 from monitor.analysis.text import model_text
 from monitor.errors import MonitorError
 
@@ -40,7 +40,8 @@ MODEL_FILE = "detection.npz"
 FORMAT_VERSION = 2
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token_pattern
 WORD_CACHE = 50_000  # words whose character n-gram columns are remembered (a few MB)
-_CLASSIFIERS = ("sentiment", "complaint", "churn")
+# `complaint_embedding` reads sentence embeddings (monitor[ml]), the others the n-gram features.
+_CLASSIFIERS = ("sentiment", "complaint", "churn", "complaint_embedding")
 
 
 def sentiment_label(value: str) -> int:
@@ -183,14 +184,16 @@ class LanguageModel:
     sentiment: LinearClassifier
     complaint: LinearClassifier | None = None
     churn: LinearClassifier | None = None
+    complaint_embedding: LinearClassifier | None = None
 
-    def features(self, texts: Sequence[str]) -> sp.csr_matrix:
-        prepared = [model_text(t) for t in texts]
+    def features(self, texts: Sequence[str], *, prepared: bool = False) -> sp.csr_matrix:
+        if not prepared:
+            texts = [model_text(t) for t in texts]
         return sp.hstack(
             [
-                self.words.transform(prepared),
-                self.chars.transform(prepared),
-                lexicon_features(prepared, self.lang),
+                self.words.transform(texts),
+                self.chars.transform(texts),
+                lexicon_features(texts, self.lang),
             ]
         ).tocsr()
 
@@ -236,14 +239,36 @@ class DetectionModel:
     # Words that carry weight in a model but explain nothing to a support agent.
     stopwords: frozenset[str] = frozenset()
 
-    def analyse(self, texts: Sequence[str], lang: str, explain_above: float = 0.5) -> list[Scores | None]:
-        """Scores for texts of one language (None for all when the language has no model)."""
+    def uses_embeddings(self, lang: str | None = None, allowed: bool = True) -> bool:
+        """Whether complaint scores (of `lang`, or of any language) include the sentence encoder."""
+        models = [self.languages[lang]] if lang in self.languages else list(self.languages.values())
+        return allowed and embeddings.available() and any(m.complaint_embedding is not None for m in models)
+
+    def analyse(
+        self, texts: Sequence[str], lang: str, explain_above: float = 0.5, *, use_embeddings: bool = True
+    ) -> list[Scores | None]:
+        """Scores for texts of one language (None for all when the language has no model).
+
+        With `monitor[ml]` installed and a model trained with it, an uncertain complaint score
+        (`embeddings.BAND`) is the mean of the n-gram and sentence-embedding classifiers' ones.
+        """
         model = self.languages.get(lang)
         if model is None or not texts:
             return [None] * len(texts)
-        features = model.features(texts)
+        prepared = [model_text(t) for t in texts]
+        features = model.features(prepared, prepared=True)
         sentiment = model.sentiment.predict_proba(features)
         complaint = model.complaint.predict_proba(features)[:, 1] if model.complaint is not None else None
+        if (
+            complaint is not None
+            and model.complaint_embedding is not None
+            and self.uses_embeddings(lang, use_embeddings)
+        ):
+            head = model.complaint_embedding
+            complaint = embeddings.blend(
+                complaint,
+                lambda rows: head.predict_proba(embeddings.embed([prepared[i] for i in rows]))[:, 1],
+            )
         churn = model.churn.predict_proba(features)[:, 1] if model.churn is not None else None
         results: list[Scores | None] = []
         for row in range(len(texts)):

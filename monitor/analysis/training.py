@@ -21,6 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import FeatureUnion
 
+from monitor.analysis import embeddings
 from monitor.analysis.model import (
     LEXICON_COLUMNS,
     DetectionModel,
@@ -34,6 +35,9 @@ from monitor.analysis.text import model_text
 from monitor.errors import MonitorError
 
 SEED = 0
+# Languages whose complaint score adds the sentence-embedding head when monitor[ml] is installed:
+# measured worth it in English; French keeps the n-gram model (its own annotations fit it well).
+EMBEDDED_LANGUAGES = ("en",)
 # Words that carry weight in a model but explain nothing to a support agent (stored in the model).
 STOPWORDS = frozenset(ENGLISH_STOP_WORDS) | frozenset(
     "alors au aux avec ce ces cet cette dans de des du elle en est et etre eux il ils je la le les leur lui ma "
@@ -197,6 +201,11 @@ def complaint_classifier() -> NBLogisticEnsemble:
     return NBLogisticEnsemble(C=3.0)
 
 
+def embedding_classifier() -> LogisticRegression:
+    """The complaint head on sentence embeddings (C chosen by 10-fold cross-validation)."""
+    return LogisticRegression(C=10.0, max_iter=3000, class_weight="balanced")
+
+
 def fit_language(
     lang: str, sentiment: LabelledSet, complaint: LabelledSet | None, churn: LabelledSet | None = None
 ) -> LanguageModel:
@@ -207,12 +216,17 @@ def fit_language(
         _features(vectorizer, sentiment_texts, lang), sentiment.labels
     )
     complaint_model = churn_model = None
+    encoded = None
     if complaint is not None and len(set(complaint.labels.tolist())) == 2:
         complaint_features = _features(vectorizer, complaint_texts, lang)
         complaint_model = complaint_classifier().fit(complaint_features, complaint.labels)
         if churn is not None and len(set(churn.labels.tolist())) == 2:
             churn_model = complaint_classifier().fit(complaint_features, churn.labels)
-    return compile_language(lang, vectorizer, sentiment_model, complaint_model, churn_model)
+        if lang in EMBEDDED_LANGUAGES and embeddings.available():
+            encoded = embedding_classifier().fit(embeddings.embed(complaint_texts), complaint.labels)
+    compiled = compile_language(lang, vectorizer, sentiment_model, complaint_model, churn_model)
+    compiled.complaint_embedding = compile_classifier(encoded) if encoded is not None else None
+    return compiled
 
 
 def train(data_dir: Path, labels: Path) -> DetectionModel:
@@ -234,16 +248,28 @@ def train(data_dir: Path, labels: Path) -> DetectionModel:
             "examples": {f"{lang}/{task}": len(s.texts) for (lang, task), s in sets.items()},
             "inputs_sha256": _digest(*sources),
             "features": "tf-idf word 1-2 + char 2-4 n-grams, polarity lexicon (VADER / vaderSentiment_fr)",
+            "embeddings": embeddings.ENCODER if embeddings.available() else None,
         },
     )
 
 
 def cross_validate(
-    texts: Sequence[str], labels: np.ndarray, lang: str, task: str, folds: int = 10
+    texts: Sequence[str],
+    labels: np.ndarray,
+    lang: str,
+    task: str,
+    folds: int = 10,
+    *,
+    use_embeddings: bool = True,
 ) -> np.ndarray:
     """Out-of-fold predictions: complaint probabilities, or sentiment classes."""
     prepared = [model_text(t) for t in texts]
     out = np.zeros(len(prepared), dtype=float)
+    encoded = (
+        embeddings.embed(prepared)
+        if use_embeddings and task != "sentiment" and lang in EMBEDDED_LANGUAGES and embeddings.available()
+        else None
+    )
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=SEED)
     for train_idx, test_idx in splitter.split(prepared, labels):
         train_texts = [prepared[i] for i in train_idx]
@@ -256,4 +282,8 @@ def cross_validate(
         else:
             complaint = complaint_classifier().fit(train_features, labels[train_idx])
             out[test_idx] = complaint.predict_proba(test_features)[:, 1]
+            if encoded is not None:  # as the product scores: blended with the embedding head
+                head = embedding_classifier().fit(encoded[train_idx], labels[train_idx])
+                held = head.predict_proba(encoded[test_idx])[:, 1]  # already encoded: score them all
+                out[test_idx] = embeddings.blend(out[test_idx], held.__getitem__)
     return out

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from monitor.config import Settings
 from monitor.errors import AccessRefusedError, SourceError
 from monitor.logs import RedactSecrets, secret_values
@@ -159,7 +161,9 @@ class Collector:
                     break
                 report.streams.append(self._poll_stream(source, stream, report.totals))
             return report
-        plans = [(stream, self._prepare(source, stream)) for stream in streams]
+        with self.db.session() as session:  # every stream's state in one transaction
+            state.preload(session, source.name)
+            plans = [(stream, self._prepare(source, stream, session)) for stream in streams]
         with ThreadPoolExecutor(
             max_workers=min(FETCH_WORKERS, len(streams)), thread_name_prefix="fetch"
         ) as pool:
@@ -206,27 +210,28 @@ class Collector:
             return now + delay * random.uniform(0.8, 1.2)
         return now + every + self.settings.poll_jitter * random.random()
 
-    def _prepare(self, source: Source, stream: str) -> Plan:
+    def _prepare(self, source: Source, stream: str, session: Session | None = None) -> Plan:
         """Read the stream's cursor, and decide whether it is parked (rate limit, cap, credentials)."""
+        if session is None:
+            with self.db.session() as own:
+                return self._prepare(source, stream, own)
         line = StreamReport(source.name, stream)
         now = self.clock()
         fingerprint = source.fingerprint()
         cap = source.config.monthly_read_cap
         limit: int | None = None
-        with self.db.session() as session:
-            row = state.get_state(session, source.name, stream)
-            cursor = dict(row.cursor or {})
-            line.parked = state.parked_reason(row, now, fingerprint)
-            if line.parked is None and cap is not None:
-                used = state.reads_this_month(session, source.name, now)
-                if cap - used < source.min_request_reads:
-                    reason = f"monthly read cap reached ({used}/{cap} posts read this month)"
-                    state.park(session, source.name, stream, reason, state.next_month(now))
-                    line.parked = f"{reason}; resumes {state.next_month(now):%Y-%m-%d}"
-                limit = cap - used
-            if line.parked is not None:
-                state.schedule(session, source.name, stream, self._next_poll(source, 0, row.parked_until))
+        row = state.get_state(session, source.name, stream)
+        cursor = dict(row.cursor or {})
+        line.parked = state.parked_reason(row, now, fingerprint)
+        if line.parked is None and cap is not None:
+            used = state.reads_this_month(session, source.name, now)
+            if cap - used < source.min_request_reads:
+                reason = f"monthly read cap reached ({used}/{cap} posts read this month)"
+                state.park(session, source.name, stream, reason, state.next_month(now))
+                line.parked = f"{reason}; resumes {state.next_month(now):%Y-%m-%d}"
+            limit = cap - used
         if line.parked is not None:
+            state.schedule(session, source.name, stream, self._next_poll(source, 0, row.parked_until))
             log.info("source %s [%s] skipped: %s", source.name, stream, line.parked)
         return Plan(line, cursor, limit, fingerprint)
 
@@ -245,6 +250,7 @@ class Collector:
             return line
         retry_at: datetime | None = None
         refused = False
+        scheduled = False
         warning: str | None = None  # this poll's, kept over its later clean pages
         try:
             batches = fetched if fetched is not None else source.fetch(stream, plan.cursor, limit=plan.limit)
@@ -265,6 +271,10 @@ class Collector:
                     if batch.reads:
                         state.add_reads(session, source.name, batch_time, batch.reads)
                     state.record_warning(session, source.name, stream, warning)
+                    # The next poll, as if this were the last batch (it usually is: one feed
+                    # response): no transaction of its own. A later failure reschedules.
+                    state.schedule(session, source.name, stream, self._next_poll(source, 0, None))
+                    scheduled = True
                 if batch.warning:
                     log.warning("source %s [%s]: %s", source.name, stream, batch.warning)
                 line.received += result.received
@@ -279,19 +289,20 @@ class Collector:
         except Exception as exc:
             log.exception("source %s crashed on %s", source.name, stream)
             line.error = self._redact(f"internal error ({type(exc).__name__}: {exc}); please report it")
-        with self.db.session() as session:
-            errors = 0
-            if line.error:
-                errors = state.record_failure(
-                    session,
-                    source.name,
-                    stream,
-                    line.error,
-                    self.clock(),
-                    park_until=retry_at,
-                    park_fingerprint=fingerprint if refused else None,
-                )
-            state.schedule(session, source.name, stream, self._next_poll(source, errors, retry_at))
+        if line.error or not scheduled:
+            with self.db.session() as session:
+                errors = 0
+                if line.error:
+                    errors = state.record_failure(
+                        session,
+                        source.name,
+                        stream,
+                        line.error,
+                        self.clock(),
+                        park_until=retry_at,
+                        park_fingerprint=fingerprint if refused else None,
+                    )
+                state.schedule(session, source.name, stream, self._next_poll(source, errors, retry_at))
         if line.error:
             log.warning("source %s [%s]: %s", source.name, stream, line.error)
         else:

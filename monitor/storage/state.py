@@ -15,7 +15,15 @@ from monitor.storage.tables import SourceStateRow, SourceUsageRow
 
 
 def get_state(session: Session, source: str, stream: str) -> SourceStateRow:
-    """The state row for a stream, created (empty cursor) on first use."""
+    """The state row for a stream, created (empty cursor) on first use.
+
+    Kept in the session once read: a poll records success, warning and next poll time in one
+    transaction, and each would otherwise read the row again.
+    """
+    rows: dict[tuple[str, str], SourceStateRow] = session.info.setdefault("source_state", {})
+    row = rows.get((source, stream))
+    if row is not None:
+        return row
     row = session.scalar(
         select(SourceStateRow).where(SourceStateRow.source == source, SourceStateRow.stream == stream)
     )
@@ -23,7 +31,15 @@ def get_state(session: Session, source: str, stream: str) -> SourceStateRow:
         row = SourceStateRow(source=source, stream=stream, cursor={}, consecutive_errors=0, mentions_total=0)
         session.add(row)
         session.flush()
+    rows[(source, stream)] = row
     return row
+
+
+def preload(session: Session, source: str) -> None:
+    """Read every state row of a source at once (one query for a source of a thousand feeds)."""
+    rows: dict[tuple[str, str], SourceStateRow] = session.info.setdefault("source_state", {})
+    for row in session.scalars(select(SourceStateRow).where(SourceStateRow.source == source)):
+        rows[(row.source, row.stream)] = row
 
 
 def load_cursor(session: Session, source: str, stream: str) -> dict[str, Any]:

@@ -523,6 +523,7 @@ def bench_feeds(count: int) -> list[dict[str, object]]:
                 "database": f"sqlite:///{tmp}/feeds.db",
                 "brands": [{"name": "Free", "aliases": ["Freebox"]}],
                 "sources": [{"type": "rss", "name": "blogs", "urls": urls}],
+                "embeddings": False,  # the light model, as `ingest` (enrich-ml measures the encoder)
             }
         )
         db = Database(settings.database)

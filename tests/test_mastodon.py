@@ -412,11 +412,8 @@ def test_a_monthly_read_cap_limits_the_page_size(
 # --- through the collector (SQLite and PostgreSQL) ----------------------------------------------
 
 
-def test_a_failure_mid_pagination_resumes_with_no_gap_and_no_duplicate(
-    db: Database, make_settings: Callable[..., Settings], rsps: responses.RequestsMock
-) -> None:
-    first, last = page(113200000000000100, 40), page(113200000000000060, 12)
-    newest, oldest_read = first[0]["id"], first[-1]["id"]
+def searching_bbox(make_settings: Callable[..., Settings], db: Database) -> tuple[Settings, str]:
+    """A source searching "bbox" on mastodon.social with a token, its stream already past OLD_ID."""
     settings = make_settings(
         sources=[
             {
@@ -430,6 +427,15 @@ def test_a_failure_mid_pagination_resumes_with_no_gap_and_no_duplicate(
     )
     stream = f"{SOCIAL} search:bbox"
     seed_cursor(db, stream, {"since_id": OLD_ID})
+    return settings, stream
+
+
+def test_a_failure_mid_pagination_resumes_with_no_gap_and_no_duplicate(
+    db: Database, make_settings: Callable[..., Settings], rsps: responses.RequestsMock
+) -> None:
+    first, last = page(113200000000000100, 40), page(113200000000000060, 12)
+    newest, oldest_read = first[0]["id"], first[-1]["id"]
+    settings, stream = searching_bbox(make_settings, db)
     clock = Clock()
     collector = collector_for(settings, db, clock)
     try:
@@ -596,19 +602,7 @@ def test_a_rate_limit_parks_the_instance_streams_until_the_reset(
 def test_a_refused_token_parks_the_stream_until_the_settings_change(
     db: Database, make_settings: Callable[..., Settings], rsps: responses.RequestsMock
 ) -> None:
-    settings = make_settings(
-        sources=[
-            {
-                "type": "mastodon",
-                "name": "masto",
-                "instances": [SOCIAL],
-                "access_token": TOKEN,
-                "query": "bbox",
-            }
-        ]
-    )
-    stream = f"{SOCIAL} search:bbox"
-    seed_cursor(db, stream, {"since_id": OLD_ID})
+    settings, stream = searching_bbox(make_settings, db)
     serve_error(rsps, SEARCH_URL, "token_invalid")
     collector = collector_for(settings, db)
     try:

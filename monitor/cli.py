@@ -141,7 +141,7 @@ def collect(ctx: Context, once: bool, only: tuple[str, ...]) -> None:
     for name, reason in report.skipped.items():
         click.echo(f"skipped {name}: {reason}")
     for line in report.errors:
-        click.echo(visible_text(f"error {line.source} [{line.stream}]: {line.error}"), err=True)
+        click.echo(visible_text(f"error {line.source} [{line.stream}]: {line.shown_error}"), err=True)
     if report.errors:
         sys.exit(1)
 

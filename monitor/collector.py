@@ -46,6 +46,11 @@ class StreamReport:
     error: str | None = None
     parked: str | None = None
 
+    @property
+    def shown_error(self) -> str:
+        """The error after `source [stream]:`, without the source name it may already start with."""
+        return (self.error or "").removeprefix(f"source {self.source}: ")
+
 
 @dataclass(slots=True)
 class Plan:
@@ -304,7 +309,7 @@ class Collector:
                     )
                 state.schedule(session, source.name, stream, self._next_poll(source, errors, retry_at))
         if line.error:
-            log.warning("source %s [%s]: %s", source.name, stream, line.error)
+            log.warning("source %s [%s]: %s", source.name, stream, line.shown_error)
         else:
             log.info("source %s: %d new of %d from %s", source.name, line.stored, line.received, stream)
         return line

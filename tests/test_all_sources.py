@@ -440,9 +440,9 @@ def test_failing_sources_do_not_stop_the_others_and_are_named_in_their_errors(wo
     working = {s: n for s, n in STORED.items() if s not in ("masto", "reddit")}
     assert mentions_per_source(world.db_url) == working
     search, tag = (f"{mastodon.SOCIAL} search:{BRAND}", f"{mastodon.SOCIAL} tag:{MASTO_TAG}")
-    assert f"error masto [{search}]: source masto: mastodon.social server error (500); will retry" in err
-    assert f"error masto [{tag}]: source masto: mastodon.social server error (500)" in err
-    assert f"error reddit [search:{SUBS}]: source reddit: Reddit API rate limit reached (429)" in err
+    assert f"error masto [{search}]: mastodon.social server error (500); will retry" in err
+    assert f"error masto [{tag}]: mastodon.social server error (500)" in err
+    assert f"error reddit [search:{SUBS}]: Reddit API rate limit reached (429)" in err
     health = {(row["source"], row["stream"]): row for row in world.json("sources")}
     for (source, _), row in health.items():
         if source in working:

@@ -414,7 +414,7 @@ def test_refused_credentials_park_the_source_until_its_config_changes(
     assert sources_json(capsys, path)[("x", "search")]["status"] == "ok"
 
     # The tokens were never shown: not in errors, logs, nor any column of any table.
-    assert f"source x [search]: {refusal}" in caplog.text
+    assert f"source x [search]: {refusal.removeprefix('source x: ')}" in caplog.text
     for token in (TOKEN, NEW_TOKEN, OTHER_TOKEN):
         assert token not in caplog.text
         assert token not in database_text(db)
@@ -436,7 +436,7 @@ def test_a_refused_token_never_reaches_the_logs_even_at_debug_level(
     code, out, err = run_cli(capsys, "--log-level", "debug", "--config", str(path), "collect", "--once")
 
     assert code == 1
-    assert "error x [search]: source x: X API refused the bearer token (401)" in err
+    assert "error x [search]: X API refused the bearer token (401)" in err
     assert "Making API request" in caplog.text  # tweepy's debug line was there, scrubbed
     for text in (out, err, caplog.text, database_text(db)):
         assert TOKEN not in text

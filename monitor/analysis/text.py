@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 from html.parser import HTMLParser
 
 _BLOCK_TAGS = frozenset(
@@ -91,10 +92,24 @@ def fold(text: str) -> str:
     Length-preserving for the common Latin alphabets, so offsets found in folded text point
     at the same characters in the original.
     """
-    folded = text.casefold().translate(_FOLD)
+    folded = text.casefold()
     if folded.isascii():
         return folded
-    decomposed = unicodedata.normalize("NFKD", folded)
+    # Folding works character by character: only the non-ASCII runs ("é", "’", an emoji) need
+    # it, and the same few runs recur in every French post.
+    return _NON_ASCII.sub(_fold_run, folded)
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+def _fold_run(match: re.Match[str]) -> str:
+    return _folded_run(match.group())
+
+
+@lru_cache(maxsize=4096)
+def _folded_run(run: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", run.translate(_FOLD))
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 

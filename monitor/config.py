@@ -131,7 +131,7 @@ class Settings(Frozen):
     aggregates: tuple[AggregateSettings, ...] = ()
     channels: dict[str, ChannelSettings] = Field(default_factory=dict)
     languages: tuple[str, ...] = ("fr", "en")
-    language_detection: Literal["accurate", "light"] = "accurate"
+    language_detection: Literal["accurate", "light"] = "light"
     embeddings: bool = True
     retention_days: int | None = Field(default=None, gt=0)
     auto_resolve: bool = False  # resolve a case when its author's follow-up is clearly happy

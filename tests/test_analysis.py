@@ -150,10 +150,17 @@ def test_the_seed_story(analyzer: Analyzer) -> None:
     assert any("je vais résilier" in m for m in drafts["churn-threat"].explanation["matched"])
 
 
-def test_light_language_detection_still_tells_french_from_english() -> None:
+@pytest.mark.parametrize("mode", ["light", "accurate"])
+def test_both_detection_modes_tell_french_from_english(mode: str) -> None:
     settings = settings_from_dict(
-        {"database": "sqlite://", "brands": [{"name": "Free"}], "language_detection": "light"}
+        {"database": "sqlite://", "brands": [{"name": "Free"}], "language_detection": mode}
     )
     analyzer = Analyzer.for_settings(settings)
-    texts = ["Free: panne fibre, aucune réponse", "Free: my fiber is down again, no answer"]
-    assert analyzer.languages_of(texts) == ["fr", "en"]
+    texts = [
+        "Free: panne fibre, aucune réponse",
+        "Free: my fiber is down again, no answer",
+        # Links and @handles are no language: the few words around them decide.
+        "@FreeMobile_Assistance https://t.co/Zx3g1J2wC8 réseau coupé",
+        "@comcastcares https://www.example.fr/le-forfait?de=la Still waiting, technician never came",
+    ]
+    assert analyzer.languages_of(texts) == ["fr", "en", "fr", "en"]

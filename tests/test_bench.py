@@ -32,9 +32,8 @@ def test_bench_quick_reports_ratios_against_baselines() -> None:
         "feeds-cold",
         "feeds-unchanged",
         "memory",
-        "memory-light",
     } | ({"postgres"} if os.environ.get("MONITOR_TEST_POSTGRES_URL") else set()) | (
-        {"enrich-ml"} if embeddings.available() else set()
+        {"enrich-ml", "memory-ml"} if embeddings.available() else set()
     )
     for result in results:
         assert set(result) >= {"name", "value", "unit", "baseline", "ratio", "target", "ok"}

@@ -34,6 +34,9 @@ FUNCTION_WORDS = {
     ),
 }
 _WORD = re.compile(r"[a-zàâçéèêëîïôûùüÿœ']+")
+_FRENCH_LETTERS = re.compile(r"[àâçéèêîôûùœ]", re.IGNORECASE)
+_NOT_LANGUAGE = re.compile(r"https?://\S+|\bwww\.\S+|(?<!\w)@\w+")
+_LETTER = re.compile(r"[^\W\d_]")
 ANALYSED_CHARS = 5000
 FUNCTION_WORDS_NEEDED = 2
 PARALLEL_DETECTION = 64  # below this many texts, detect one by one
@@ -55,6 +58,11 @@ def _detector(languages: tuple[str, ...], light: bool = False) -> LanguageDetect
     # Light: trigram models only, ~10 MB instead of ~95 MB for French and English, a little less
     # accurate on very short posts (measured in docs/performance.md).
     return (builder.with_low_accuracy_mode() if light else builder).build()
+
+
+def _words_only(text: str) -> str:
+    words = _NOT_LANGUAGE.sub(" ", text)
+    return words if _LETTER.search(words) else text
 
 
 class Analyzer:
@@ -99,6 +107,9 @@ class Analyzer:
             return []
         if self.detector is None:
             return [self.languages[0] if self.languages else "other"] * len(texts)
+        # Links, @handles and brand names are of no language: detection reads the words around
+        # them (when there are any).
+        texts = [_words_only(text) for text in texts]
         if self._brand_terms is not None:
             texts = [self._brand_terms.sub(" ", text) for text in texts]
         decided = [self._by_function_words(text) for text in texts]
@@ -125,6 +136,8 @@ class Analyzer:
         # decided here, with 6 errors in 12,000 (lingua alone: 63); see docs/performance.md.
         if min(french, english) == 0 and max(french, english) >= FUNCTION_WORDS_NEEDED:
             return "fr" if french else "en"
+        if not english and _FRENCH_LETTERS.search(text):  # 533 such tweets undecided above: all French
+            return "fr"
         return None
 
     def __call__(self, mentions: list[Mention]) -> list[Mention]:

@@ -28,6 +28,8 @@ from monitor.analysis.text import html_to_text
 from monitor.errors import FatalSourceError, SourceError
 from monitor.feedserver import FeedServer
 from monitor.mention import Mention
+from monitor.sources import rss
+from monitor.sources.feedxml import read_feed
 from monitor.sources.rss import RssConfig, RssSource
 
 FEEDS = SHARED / "fixtures" / "feeds"
@@ -163,6 +165,65 @@ def test_well_formed_entries_match_feedparser(name: str, corpus: tuple[FeedServe
     parsed = entry.get("published_parsed") or entry.get("updated_parsed") or entry.get("created_parsed")
     expected = datetime(*parsed[:6], tzinfo=UTC) if parsed else None
     assert mention.published_at == expected
+
+
+def _mentions_both_ways(raw: bytes) -> tuple[list[Mention], list[Mention]] | None:
+    """The feed's mentions through the fast reader and through feedparser (None: not fast-readable)."""
+    content_type, _ = _served_headers(raw)  # the RSS source hands feedparser the Content-Type only
+    body = rss._strip_declarations(raw)
+    document = read_feed(body, content_type)
+    if document is None:
+        return None
+    defused, response_headers = rss._defuse(body, {"content-type": content_type})
+    reference = feedparser.parse(io.BytesIO(defused), response_headers=response_headers, sanitize_html=True)
+    assert not reference.bozo
+    url = "https://blog.example/feed"
+    return (
+        [rss.entry_to_mention("corpus", url, document.feed, entry) for entry in document.entries],
+        [rss.entry_to_mention("corpus", url, reference.feed, entry) for entry in reference.entries],
+    )
+
+
+def test_the_fast_reader_gives_feedparsers_mentions_wherever_it_reads_a_feed() -> None:
+    """Over feedparser's own corpus: same ids, links, titles, texts, authors, dates and languages,
+    or the fast reader declines and feedparser reads the feed (encodings, relative links, xml:base,
+    e-mail authors, C1 characters feedparser repairs, XHTML...)."""
+    read = 0
+    for name in CORPUS:
+        both = _mentions_both_ways((FEEDS / name).read_bytes())
+        if both is not None:
+            read += 1
+            assert both[0] == both[1], name
+    assert read >= 80  # the plain feeds of the corpus (RSS 2.0 and Atom 1.0) are read fast
+
+
+def test_plain_blog_feeds_take_the_fast_path() -> None:
+    rss_feed = (
+        b'<?xml version="1.0" encoding="UTF-8"?><rss version="2.0" xmlns:content="http://purl.org/rss/1.0/modules/content/"'
+        b' xmlns:dc="http://purl.org/dc/elements/1.1/"><channel><title>Blog</title><language>fr-FR</language>'
+        b'<item><title>Free &amp; la fibre</title><link>https://blog.example/1</link><guid isPermaLink="false">p=1</guid>'
+        b"<dc:creator><![CDATA[Jean]]></dc:creator><pubDate>Tue, 24 Nov 2026 10:00:00 +0000</pubDate>"
+        b"<category><![CDATA[Box]]></category><description><![CDATA[<p>Panne &eacute;</p>]]></description>"
+        b"<content:encoded><![CDATA[<p>Toujours <b>en panne</b> depuis lundi</p>]]></content:encoded></item>"
+        b"</channel></rss>"
+    )
+    atom_feed = (
+        b'<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"><title>News</title>'
+        b"<author><name>Desk</name></author><entry><id>tag:news.example,2026:1</id><title>Outage</title>"
+        b'<link rel="alternate" href="https://news.example/1"/><updated>2026-11-24T10:00:00Z</updated>'
+        b'<summary type="html">&lt;p&gt;Down &amp;amp; out&lt;/p&gt;</summary></entry></feed>'
+    )
+    for body, content_type in ((rss_feed, "application/rss+xml; charset=UTF-8"), (atom_feed, None)):
+        assert read_feed(body, content_type) is not None
+        fast, reference = _mentions_both_ways(body) or ([], [])
+        assert fast == reference and len(fast) == 1
+    mention = _mentions_both_ways(rss_feed)[0][0]  # type: ignore[index]
+    assert (mention.title, mention.text, mention.author_name, mention.lang) == (
+        "Free & la fibre",
+        "Toujours en panne depuis lundi",
+        "Jean",
+        "fr",
+    )
 
 
 # --- XML attacks, run in a child process under a memory limit ---------------------------------

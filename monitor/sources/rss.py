@@ -18,6 +18,7 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
@@ -170,6 +171,9 @@ def unwrap_redirect(link: str) -> str:
     found in their `url`, `u` or `q` parameter: a `javascript:` or relative target keeps the link.
     """
     for _hop in range(3):  # a redirect wrapped in another one
+        lowered = link.lower()
+        if "google." not in lowered and "talkwalker.com" not in lowered:
+            return link  # the common case, decided without parsing the URL
         try:
             parts = urlsplit(link.strip())
             if not _is_alert_redirect(parts):
@@ -193,6 +197,12 @@ def _is_http_url(value: str) -> bool:
     return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
 
 
+@lru_cache(maxsize=4096)
+def _host(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
+@lru_cache(maxsize=4096)
 def _is_alert_feed(feed_url: str) -> bool:
     """A Google Alerts or Talkwalker Alerts feed: each item comes from a different site."""
     parts = urlsplit(feed_url)
@@ -217,7 +227,7 @@ def entry_to_mention(source: str, feed_url: str, feed: Any, entry: Any) -> Menti
         digest = hashlib.sha256(f"{title or ''}\n{text}".encode()).hexdigest()
         external_id = f"sha256:{digest}"
     author = _author(entry) or _author(feed)
-    host = (urlsplit(feed_url).hostname or "").lower()
+    host = _host(feed_url)
     if link and (link != raw_link or _is_alert_feed(feed_url)):
         host = (urlsplit(link).hostname or host).lower()  # an alert's author is the article's site
     language = (entry.get("language") or feed.get("language") or "").split("-")[0].lower() or None

@@ -64,6 +64,15 @@ def _day(session: Session, moment: Any) -> ColumnElement[Any]:
     return func.date(moment)
 
 
+def _hours(session: Session, start: Any, end: Any) -> ColumnElement[Any]:
+    """Hours from `start` to `end`, computed by the database: tens of thousands of cases must not
+    each become two Python datetimes for one subtraction."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        return (func.julianday(end) - func.julianday(start)) * literal_column("24.0")
+    return func.extract("epoch", end - start) / literal_column("3600.0")
+
+
 def _day_text(value: Any) -> str:
     return value.isoformat()[:10] if isinstance(value, date) else str(value)[:10]
 
@@ -173,10 +182,10 @@ def _open_cases(session: Session, filters: Filters, now: datetime) -> dict[str, 
 
 def _durations(session: Session, filters: Filters, end: Any) -> dict[str, Any]:
     """Hours from opening to `end` (a case timestamp) over the cases that reached it in the period."""
-    query = _where_case(select(CaseRow.opened_at, end).where(end.is_not(None)), filters)
+    query = _where_case(select(_hours(session, CaseRow.opened_at, end)).where(end.is_not(None)), filters)
     if filters.since:
         query = query.where(end >= filters.since)
-    hours = [(reached - opened).total_seconds() / 3600 for opened, reached in session.execute(query)]
+    hours = [float(h) for h in session.scalars(query)]
     median, p90 = percentile(hours, 0.5), percentile(hours, 0.9)
     return {
         "cases": len(hours),

@@ -60,6 +60,36 @@ def format_option(formats: Sequence[str] = FORMATS) -> Callable[[F], F]:
     )
 
 
+SHOWN = 100  # rows a person reads in a terminal or a page: the most urgent, or the newest
+
+
+def limit_option() -> Callable[[F], F]:
+    return click.option(
+        "--limit",
+        type=click.IntRange(min=0),
+        default=None,
+        help=f"At most this many rows (0: all). Default: {SHOWN} in table and html, all in json and csv.",
+    )
+
+
+def shown_limit(limit: int | None, fmt: str) -> int | None:
+    """The row limit for a listing: a person gets the first SHOWN rows, a script gets everything."""
+    if limit is not None:
+        return limit or None
+    return SHOWN if fmt in ("table", "html") else None
+
+
+def cut(rows: list[dict[str, Any]], limit: int | None, noun: str) -> tuple[list[dict[str, Any]], str]:
+    """`rows` (fetched with one more than `limit`) cut to `limit`, and a title saying whether more exist."""
+    if limit is not None and len(rows) > limit:
+        return rows[:limit], f"the first {limit} {noun} (more exist: --limit N, or --limit 0 for all)"
+    return rows, f"{len(rows)} {noun}"
+
+
+def _one_more(limit: int | None) -> int | None:
+    return None if limit is None else limit + 1
+
+
 def parse_since(value: str | None) -> datetime | None:
     """`7d` (a duration back from now) or an ISO date/time."""
     if not value:
@@ -150,7 +180,7 @@ def collect(ctx: Context, once: bool, only: tuple[str, ...]) -> None:
 @click.option("--brand")
 @click.option("--source")
 @click.option("--since", help="A duration (7d) or a date (2026-11-01).")
-@click.option("--limit", type=click.IntRange(min=1), default=None)
+@limit_option()
 @format_option()
 @pass_ctx
 def mentions(
@@ -159,10 +189,11 @@ def mentions(
     """List stored mentions, newest first."""
     from monitor.storage.queries import Filters, list_mentions
 
-    filters = Filters(brand=brand, source=source, since=parse_since(since), limit=limit)
+    limit = shown_limit(limit, fmt)
+    filters = Filters(brand=brand, source=source, since=parse_since(since), limit=_one_more(limit))
     with ctx.db.session() as session:
-        rows = list_mentions(session, filters)
-    render(rows, fmt, table_columns=MENTION_TABLE, title=f"{len(rows)} mentions", out=sys.stdout)
+        rows, title = cut(list_mentions(session, filters), limit, "mentions")
+    render(rows, fmt, table_columns=MENTION_TABLE, title=title, out=sys.stdout)
 
 
 @cli.command()
@@ -172,7 +203,7 @@ def mentions(
 @click.option("--severity", type=click.Choice(["low", "medium", "high", "critical"]))
 @click.option("--status", type=click.Choice(["new", "contacted", "resolved", "dismissed"]))
 @click.option("--rule")
-@click.option("--limit", type=click.IntRange(min=1), default=None)
+@limit_option()
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write to this file.")
 @format_option((*FORMATS, "html"))
 @pass_ctx
@@ -198,6 +229,7 @@ def report(
     from monitor.storage.queries import Filters, flagged_posts
     from monitor.summary import build_summary
 
+    limit = shown_limit(limit, fmt)
     filters = Filters(
         brand=brand,
         source=source,
@@ -205,16 +237,16 @@ def report(
         severity=severity,
         status=status,
         rule=rule,
-        limit=limit,
+        limit=_one_more(limit),
     )
     now = datetime.now(UTC)
     with ctx.db.session() as session:
-        rows = with_why(flagged_posts(session, filters))
+        rows, title = cut(flagged_posts(session, filters), limit, "flagged posts")
+        rows = with_why(rows)
         summary = build_summary(session, filters, now) if fmt in ("table", "html") else None
     if fmt in ("json", "csv"):
         for row in rows:
             row.pop("why")
-    title = f"{len(rows)} flagged posts"
 
     def write(out: Any) -> None:
         if fmt == "html":
@@ -298,7 +330,7 @@ def _actor(by: str | None) -> str | None:
 @click.option("--severity", type=click.Choice(["low", "medium", "high", "critical"]))
 @click.option("--assignee")
 @click.option("--since", help="Opened after: a duration (7d) or a date (2026-11-01).")
-@click.option("--limit", type=click.IntRange(min=1), default=None)
+@limit_option()
 @format_option()
 @pass_ctx
 def cases_list(
@@ -317,17 +349,22 @@ def cases_list(
     wanted = {s for s in status if s != "open"} | (
         {"new", "contacted"} if "open" in status or not status else set()
     )
+    limit = shown_limit(limit, fmt)
     with ctx.db.session() as session:
-        rows = list_cases(
-            session,
-            statuses=wanted,
-            brand=brand,
-            severity=severity,
-            assignee=assignee,
-            since=parse_since(since),
-            limit=limit,
+        rows, title = cut(
+            list_cases(
+                session,
+                statuses=wanted,
+                brand=brand,
+                severity=severity,
+                assignee=assignee,
+                since=parse_since(since),
+                limit=_one_more(limit),
+            ),
+            limit,
+            "cases",
         )
-    render(rows, fmt, table_columns=CASE_TABLE, title=f"{len(rows)} cases", out=sys.stdout)
+    render(rows, fmt, table_columns=CASE_TABLE, title=title, out=sys.stdout)
 
 
 @cases.command("show")
@@ -540,14 +577,15 @@ def alerts() -> None:
 
 @alerts.command("list")
 @click.option("--status", type=click.Choice(["pending", "sent", "failed"]))
-@click.option("--limit", type=click.IntRange(min=1), default=None)
+@limit_option()
 @format_option()
 @pass_ctx
 def alerts_list(ctx: Context, status: str | None, limit: int | None, fmt: str) -> None:
     """Alerts, newest first, with attempts and the last error."""
     from monitor.alerts.outbox import list_alerts
 
-    rows = list_alerts(ctx.db, status, limit)
+    limit = shown_limit(limit, fmt)
+    rows, title = cut(list_alerts(ctx.db, status, _one_more(limit)), limit, "alerts")
     columns = (
         "id",
         "kind",
@@ -559,7 +597,7 @@ def alerts_list(ctx: Context, status: str | None, limit: int | None, fmt: str) -
         "next_try_at",
         "last_error",
     )
-    render(rows, fmt, table_columns=columns, title=f"{len(rows)} alerts", out=sys.stdout)
+    render(rows, fmt, table_columns=columns, title=title, out=sys.stdout)
 
 
 @alerts.command("retry")

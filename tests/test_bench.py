@@ -27,6 +27,7 @@ def test_bench_quick_reports_ratios_against_baselines() -> None:
         "model-load",
         "ingest",
         "report",
+        "cases-list",
         "rules-scaling",
         "rules-200",
         "feeds-cold",

@@ -227,3 +227,40 @@ def test_report_table_has_a_summary_and_html_is_one_escaped_page(
     html = page.read_text(encoding="utf-8")
     assert html.count("<svg") == 3  # mentions per day, flags per day, open-case aging
     assert "<script>" not in html and "[bold red]FAKE[/]" in html
+
+
+def test_tables_show_the_first_100_rows_and_say_so_scripts_get_all(
+    tmp_path: Path, db_url: str, feed_server: FeedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A terminal gets the most urgent (or newest) 100 rows fast; json and csv get every row."""
+    items = [
+        {
+            "title": f"Bouygues Telecom {n}",
+            "description": "je vais résilier",
+            "link": f"https://b.example/{n}",
+            "guid": str(n),
+        }
+        for n in range(105)
+    ]
+    url = feed_server.add("/many", rss(items), content_type="application/rss+xml")
+    path = tmp_path / "monitor.yaml"
+    path.write_text(
+        json.dumps(
+            {
+                "database": db_url,
+                "brands": [{"name": "Bouygues Telecom"}],
+                "sources": [{"type": "rss", "name": "blogs", "urls": [url]}],
+            }
+        )
+    )
+    config = ("--config", str(path))
+    assert run(capsys, *config, "collect", "--once")[0] == 0
+    for command, noun in (("mentions", "mentions"), ("report", "flagged posts")):
+        _, out, _ = run(capsys, *config, command)
+        assert f"the first 100 {noun} (more exist" in out
+        _, out, _ = run(capsys, *config, command, "--limit", "0")
+        assert f"105 {noun}" in out and "more exist" not in out
+        _, out, _ = run(capsys, *config, command, "--format", "json")
+        assert len(json.loads(out)) == 105
+        _, out, _ = run(capsys, *config, command, "--format", "json", "--limit", "7")
+        assert len(json.loads(out)) == 7

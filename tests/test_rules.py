@@ -4,8 +4,10 @@ author_mentions_within on both databases, and `monitor rules check|test|backtest
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +16,20 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from monitor.analysis.text import fold
 from monitor.cli import main
 from monitor.config import Settings, load_config, settings_from_dict
 from monitor.errors import ConfigError
 from monitor.mention import Mention
 from monitor.pipeline import Pipeline, pass_through
-from monitor.rules.conditions import REGISTRY, KeywordIndex, compile_condition, normalize_term
+from monitor.rules.conditions import (
+    _SEPARATORS,
+    REGISTRY,
+    KeywordIndex,
+    _normalize,
+    compile_condition,
+    normalize_term,
+)
 from monitor.rules.context import DatabaseContext
 from monitor.rules.engine import RuleSet
 from monitor.storage.db import Database
@@ -61,6 +71,7 @@ class FakeContext:
         ({"words_any": "panne"}, "Encore une Panne.", ["words: Panne"]),
         ({"words_any": ["je quitte"]}, "bon, je-quitte l'opérateur", ["words: je-quitte"]),
         ({"words_any": ["je quitte"]}, "alors je   quitte", ["words: je   quitte"]),
+        ({"words_any": ["je quitte"]}, "😡 je\u00a0\u2009quitte", ["words: je\u00a0\u2009quitte"]),
         (
             {"words_any": ["changer d'opérateur"]},
             "Je veux changer d’opérateur",
@@ -654,6 +665,16 @@ def test_the_rule_index_fires_exactly_what_evaluating_every_rule_fires(
 ) -> None:
     """Rules are only evaluated when a keyword or score threshold says they could fire: that
     shortcut must never change the outcome."""
+    rules = _indexed_rules()  # one rule set for every example: its per-score candidate lists too
+    post = mention(" ".join(words), lang="fr")
+    post.complaint_score, post.sentiment = complaint, sentiment
+    fired = [draft.rule for draft in rules.evaluate(post)]
+    every = [c.rule.name for c in rules.rules if c.condition.check(post) is not None]
+    assert fired == every
+
+
+@cache
+def _indexed_rules() -> RuleSet:
     trees: list[Any] = [
         {"words_any": ["panne", "box"]},
         {"all": [{"complaint_score_at_least": 0.6}, {"lang_in": ["fr"]}]},
@@ -662,10 +683,41 @@ def test_the_rule_index_fires_exactly_what_evaluating_every_rule_fires(
         {"any": [{"complaint_score_at_least": 0.9}, {"sentiment_at_most": -0.8}]},
         {"not": {"words_any": ["zut"]}},
         {"complaint_score_at_least": 0.0},
+        {"all": [{"sentiment_at_most": 0.2}, {"complaint_score_at_least": 0.6}]},
     ]
-    rules = RuleSet(tuple(_rule(f"r{i}", tree) for i, tree in enumerate(trees)))
-    post = mention(" ".join(words), lang="fr")
-    post.complaint_score, post.sentiment = complaint, sentiment
-    fired = [draft.rule for draft in rules.evaluate(post)]
-    every = [c.rule.name for c in rules.rules if c.condition.check(post) is not None]
-    assert fired == every
+    return RuleSet(tuple(_rule(f"r{i}", tree) for i, tree in enumerate(trees)))
+
+
+def test_rules_sharing_evidence_still_get_explanations_of_their_own() -> None:
+    """Evidence lines are built once per mention and shared between rules; the lists in the
+    explanations must not be."""
+    rules = RuleSet(
+        (
+            _rule("a", {"all": [{"words_any": ["panne"]}, {"complaint_score_at_least": 0.5}]}),
+            _rule("b", {"all": [{"words_any": ["panne", "fibre"]}, {"complaint_score_at_least": 0.7}]}),
+            _rule("c", {"words_all": ["panne"]}),
+        )
+    )
+    post = mention("Fibre en PANNE", complaint_score=0.8, evidence={"complaint": ["panne"]})
+    first, second, third = rules.evaluate(post)
+    assert first.explanation["matched"] == ["words: PANNE", "complaint score 0.80 (panne)"]
+    assert second.explanation["matched"] == ["words: Fibre, PANNE", "complaint score 0.80 (panne)"]
+    assert third.explanation["matched"] == ["words: PANNE"]
+    first.explanation["matched"].append("edited")
+    assert second.explanation["matched"][-1] == "complaint score 0.80 (panne)"
+    assert rules.evaluate(post)[0].explanation["matched"] == ["words: PANNE", "complaint score 0.80 (panne)"]
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(text=st.text(alphabet=st.sampled_from(list(" -_'\t\n\u00a0\u2009\u3000aé’ß😡")) | st.characters()))
+def test_mention_text_normalizes_as_the_plain_mapping_says(text: str) -> None:
+    """The fast paths (a byte table for ASCII, a regex otherwise) must give what mapping every
+    separator to a space and collapsing the runs gives, and the same offsets back."""
+    folded = fold(text)
+    spaced = folded.translate(_SEPARATORS)
+    normalized = re.sub(" {2,}", " ", spaced)
+    shifts, shift = [], 0
+    for run in re.finditer(" {2,}", spaced):
+        shift += run.end() - run.start() - 1
+        shifts.append((run.end() - shift, shift))
+    assert _normalize(folded) == (normalized, tuple(shifts))

@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from operator import attrgetter
 from typing import Any, Protocol
 
 import ahocorasick
@@ -29,6 +30,7 @@ from monitor.errors import ConfigError
 from monitor.mention import Mention
 
 Evidence = list[str]
+Found = tuple[str, ...]  # evidence lines as tests return them: immutable, shared between rules
 Trigger = int | tuple[str, float]  # a keyword id, or ("complaint" | "sentiment", threshold)
 Hit = tuple[int, int, bool]  # start, end in the normalized text; True when a whole word ends there
 
@@ -36,12 +38,42 @@ Hit = tuple[int, int, bool]  # start, end in the normalized text; True when a wh
 _SEPARATOR_CHARS = "-_'" + "".join(chr(c) for c in range(0x3100) if chr(c).isspace())
 _SEPARATORS = str.maketrans(dict.fromkeys(_SEPARATOR_CHARS, " "))
 _RUNS = re.compile(r" {2,}")
+# The same mapping for a mention's text, where speed counts: ASCII text (most posts) through a
+# byte table, 5x faster than str.translate; other text by one regex over the runs that change.
+_ASCII_SEPARATORS = bytes(32 if b < 128 and chr(b) in _SEPARATOR_CHARS else b for b in range(256))
+_ANY_SEPARATOR = "[" + "".join(re.escape(c) for c in _SEPARATOR_CHARS) + "]"
+_CHANGED_RUNS = re.compile(  # every run of separators but a lone space
+    "["
+    + "".join(re.escape(c) for c in _SEPARATOR_CHARS if c != " ")
+    + f"]{_ANY_SEPARATOR}*| {_ANY_SEPARATOR}+"
+)
+_LONG_RUNS = re.compile(f"{_ANY_SEPARATOR}{{2,}}")
 _PLURAL = "(?:s|x|es)?"
 
 
 def normalize_term(term: str) -> str:
     """What a word or phrase is matched as: folded, separators as single spaces."""
     return " ".join(fold(term).translate(_SEPARATORS).split())
+
+
+def _normalize(folded: str) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """Folded text with separators as single spaces (what the automaton scans), and where runs of
+    separators were collapsed: (offset in the result, characters dropped before it)."""
+    if folded.isascii():
+        normalized = folded.encode("ascii").translate(_ASCII_SEPARATORS).decode("ascii")
+        if "  " not in normalized:
+            return normalized, ()
+        normalized = _RUNS.sub(" ", normalized)
+    else:
+        normalized = _CHANGED_RUNS.sub(" ", folded)
+        if len(normalized) == len(folded):
+            return normalized, ()
+    shifts = []
+    shift = 0
+    for run in _LONG_RUNS.finditer(folded):
+        shift += run.end() - run.start() - 1
+        shifts.append((run.end() - shift, shift))
+    return normalized, tuple(shifts)
 
 
 class RuleContext(Protocol):
@@ -107,35 +139,38 @@ class KeywordIndex:
 
 
 class Subject:
-    """One mention under evaluation, with what is computed once for all rules (folded text, hits)."""
+    """One mention under evaluation, with what is computed once for all rules (folded text, hits,
+    evidence lines several rules quote)."""
 
     __slots__ = (
         "_folded",
         "_hits",
         "_index",
+        "_memo",
         "_normalized",
-        "_notes",
         "_quoted",
         "_shifts",
         "context",
         "mention",
     )
 
+    # Set when first needed (`folded`, `hits`): most mentions fire no keyword rule.
+    _quoted: str
+    _normalized: str
+    _shifts: tuple[tuple[int, int], ...]
+    _hits: dict[int, list[Hit]]
+
     def __init__(self, mention: Mention, context: RuleContext | None = None) -> None:
         self.mention = mention
         self.context = context
         self._folded: str | None = None
-        self._quoted = ""
-        self._normalized = ""
-        self._shifts: list[tuple[int, int]] = []
         self._index: KeywordIndex | None = None
-        self._hits: dict[int, list[Hit]] = {}
-        self._notes: dict[str, str] = {}
+        self._memo: dict[object, Found] = {}  # evidence lines rules share: score notes, quoted words
 
-    def score_note(self, kind: str) -> str:
-        """`complaint score 0.91 (words…)` / `sentiment -0.72 (…)`: one string, whatever the number of
+    def score_note(self, kind: str) -> Found:
+        """`complaint score 0.91 (words…)` / `sentiment -0.72 (…)`: built once, whatever the number of
         rules that quote it."""
-        note = self._notes.get(kind)
+        note = self._memo.get(kind)
         if note is None:
             mention = self.mention
             label = (
@@ -144,7 +179,7 @@ class Subject:
                 else f"sentiment {mention.sentiment:+.2f}"
             )
             found = mention.evidence.get(kind)
-            note = self._notes[kind] = f"{label} ({', '.join(found)})" if found else label
+            note = self._memo[kind] = (f"{label} ({', '.join(found)})" if found else label,)
         return note
 
     @property
@@ -156,21 +191,36 @@ class Subject:
             folded = fold(original)
             # Quote from the original when folding kept every offset; else from the folded text.
             self._folded, self._quoted = folded, original if len(folded) == len(original) else folded
-            normalized = folded.translate(_SEPARATORS)
-            if "  " in normalized:
-                shift = 0
-                for run in _RUNS.finditer(normalized):
-                    shift += run.end() - run.start() - 1
-                    self._shifts.append((run.end() - shift, shift))
-                normalized = _RUNS.sub(" ", normalized)
-            self._normalized = normalized
+            self._normalized, self._shifts = _normalize(folded)
         return self._folded
 
     def hits(self, index: KeywordIndex) -> dict[int, list[Hit]]:
         if self._index is not index:
             self.folded  # noqa: B018 - computes the normalized text
+            if self._index is not None:
+                self._memo = {}  # quoted words are keyed by the other index's key ids
             self._hits, self._index = index.scan(self._normalized), index
         return self._hits
+
+    def words(self, key: object, label: str, every: bool, kids: tuple[int, ...]) -> Found | None:
+        """`words: panne, résilier`, quoting the whole-word hits of `kids` (found by `hits`); with
+        `every`, None unless each of them has one.
+
+        Rules sharing a word ask for the same line under the same `key`: it is quoted once per
+        mention."""
+        found = self._memo.get(key)
+        if found is None:
+            hits = self._hits
+            spans: list[tuple[int, int]] = []
+            for kid in kids:
+                whole = [(start, end) for start, end, whole in hits[kid] if whole]
+                if not whole and every:
+                    return None
+                spans += whole
+            if not spans:
+                return None
+            found = self._memo[key] = (f"{label}: {', '.join(self.quote(spans))}",)
+        return found
 
     def _unshift(self, position: int) -> int:
         """A normalized-text offset back to the folded text (runs of separators were collapsed)."""
@@ -193,9 +243,26 @@ class Subject:
         return sorted({self._quoted[start:end] for start, end in kept})
 
 
+Test = Callable[[Subject], Found | None]
+
+
 class Condition:
-    def evaluate(self, subject: Subject) -> Evidence | None:  # pragma: no cover - interface
-        raise NotImplementedError
+    """A compiled condition: one test per mention, and the triggers of which one must hold.
+
+    `test` returns the evidence lines as a tuple (rules and combinators share it without
+    copying: every line is non-empty) or None when the condition does not match. Compilers
+    build it as a closure over their arguments, so evaluating a rule is a few plain calls.
+    """
+
+    __slots__ = ("_required", "test")
+
+    def __init__(self, test: Test, required: frozenset[Trigger] | None = None) -> None:
+        self.test = test
+        self._required = required
+
+    def evaluate(self, subject: Subject) -> Evidence | None:
+        found = self.test(subject)
+        return None if found is None else list(found)
 
     def required(self) -> frozenset[Trigger] | None:
         """Triggers of which at least one must hold for a match (None: no cheap test is necessary).
@@ -204,7 +271,7 @@ class Condition:
         or `("sentiment", t)` (sentiment <= t). The rule set indexes rules by them, so a mention
         only evaluates the rules it could fire.
         """
-        return None
+        return self._required
 
     def check(self, mention: Mention, context: RuleContext | None = None) -> Evidence | None:
         """Evaluate on one mention (convenience for tools and tests)."""
@@ -308,44 +375,54 @@ def _mapping(argument: Any, where: Where, required: set[str], optional: set[str]
     return argument
 
 
-@dataclass(slots=True)
-class _Words(Condition):
-    index: KeywordIndex
-    ids: tuple[int, ...]
-    every: bool  # words_all
-    label: str = "words"
-    id_set: frozenset[int] = frozenset()
+def _keywords(index: KeywordIndex, ids: tuple[int, ...], every: bool, label: str = "words") -> Condition:
+    """A test that looks the condition's keys up among the mention's hits (the automaton ran once).
 
-    def __post_init__(self) -> None:
-        self.id_set = frozenset(self.ids)
+    Its line is memoized per mention under a key naming what it quotes: the keys hit alone for
+    `words_any` (a tuple of ints), with the label and `every` otherwise."""
+    test: Test
+    key: object
+    if every:
+        key = (label, every, ids)
 
-    def evaluate(self, subject: Subject) -> Evidence | None:
-        hits = subject.hits(self.index)
-        if len(hits) < len(self.ids):
-            if self.every:
-                return None
+        def test(subject: Subject) -> Found | None:
+            hits = subject.hits(index)
+            for kid in ids:
+                if kid not in hits:
+                    return None
+            return subject.words(key, label, every, ids)
+
+    elif len(ids) == 1:
+        (only,) = ids
+        key = ids if label == "words" else (label, every, ids)
+
+        def test(subject: Subject) -> Found | None:
+            return subject.words(key, label, every, ids) if only in subject.hits(index) else None
+
+    else:
+        id_set, count = frozenset(ids), len(ids)
+
+        def test(subject: Subject) -> Found | None:
+            hits = subject.hits(index)
+            kids: tuple[int, ...] = ()
             # Few hits, many words: look the hits up, not the words (cost independent of the list).
-            chosen: Iterable[int] = [kid for kid in hits if kid in self.id_set]
-        else:
-            chosen = self.ids
-        spans: list[tuple[int, int]] = []
-        for kid in chosen:
-            found = [(start, end) for start, end, whole in hits.get(kid, ()) if whole]
-            if not found and self.every:
-                return None
-            spans.extend(found)
-        if not spans:
-            return None
-        return [f"{self.label}: {', '.join(subject.quote(spans))}"]
+            if len(hits) < count:
+                for kid in hits:
+                    if kid in id_set:
+                        kids += (kid,)
+            else:
+                for kid in ids:
+                    if kid in hits:
+                        kids += (kid,)
+            return subject.words(kids, label, every, kids) if kids else None
 
-    def required(self) -> frozenset[Trigger] | None:
-        return frozenset(self.ids)
+    return Condition(test, frozenset(ids))
 
 
 def _words(argument: Any, where: Where, every: bool) -> Condition:
     keys = [_key(w, where) for w in _strings(argument, where)]
     ids = tuple(dict.fromkeys(where.keywords.add(k) for k in keys))
-    return _Words(where.keywords, ids, every)
+    return _keywords(where.keywords, ids, every)
 
 
 @condition("words_any")
@@ -356,24 +433,6 @@ def _words_any(argument: Any, where: Where) -> Condition:
 @condition("words_all")
 def _words_all(argument: Any, where: Where) -> Condition:
     return _words(argument, where, every=True)
-
-
-@dataclass(slots=True)
-class _PluralPhrase(Condition):
-    """A phrase whose words may each take s, x or es: a keyword trigger, then one regex."""
-
-    index: KeywordIndex
-    trigger: int
-    pattern: re.Pattern[str]
-
-    def evaluate(self, subject: Subject) -> Evidence | None:
-        if self.trigger not in subject.hits(self.index):
-            return None
-        spans = [m.span() for m in self.pattern.finditer(subject.folded)]
-        return [f"phrase: {', '.join(subject.quote(spans, normalized=False))}"] if spans else None
-
-    def required(self) -> frozenset[Trigger] | None:
-        return frozenset((self.trigger,))
 
 
 @condition("phrase")
@@ -388,22 +447,22 @@ def _phrase(argument: Any, where: Where) -> Condition:
     if not isinstance(argument, str) or not argument.strip():
         raise where.error('expected a phrase: a string, or {text: "...", plurals: true}')
     key = _key(argument, where)
+    index = where.keywords
     if not plurals:
-        return _Words(where.keywords, (where.keywords.add(key),), every=False, label="phrase")
+        return _keywords(index, (index.add(key),), every=False, label="phrase")
+    # Words that may each take s, x or es: the longest word as a keyword trigger, then one regex.
     words = key.split()
-    trigger = where.keywords.add(max(words, key=len), prefix=True)
+    trigger = index.add(max(words, key=len), prefix=True)
     body = r"[\s\-_']+".join(re.escape(w) + _PLURAL for w in words)
-    return _PluralPhrase(where.keywords, trigger, re.compile(rf"(?<!\w){body}(?!\w)"))
+    pattern = re.compile(rf"(?<!\w){body}(?!\w)")
 
+    def test(subject: Subject) -> Found | None:
+        if trigger not in subject.hits(index):
+            return None
+        spans = [m.span() for m in pattern.finditer(subject.folded)]
+        return (f"phrase: {', '.join(subject.quote(spans, normalized=False))}",) if spans else None
 
-@dataclass(slots=True)
-class _Regex(Condition):
-    pattern: re.Pattern[str]
-
-    def evaluate(self, subject: Subject) -> Evidence | None:
-        mention = subject.mention
-        match = self.pattern.search(f"{mention.title}\n{mention.text}" if mention.title else mention.text)
-        return [f"pattern matched: {match.group(0)!r}"] if match else None
+    return Condition(test, frozenset((trigger,)))
 
 
 @condition("regex")
@@ -411,111 +470,84 @@ def _regex(argument: Any, where: Where) -> Condition:
     if not isinstance(argument, str):
         raise where.error("expected a regular expression string")
     try:
-        return _Regex(re.compile(argument, re.IGNORECASE))
+        pattern = re.compile(argument, re.IGNORECASE)
     except re.error as exc:
         raise where.error(f"invalid regular expression: {exc}") from None
 
+    def test(subject: Subject) -> Found | None:
+        mention = subject.mention
+        match = pattern.search(f"{mention.title}\n{mention.text}" if mention.title else mention.text)
+        return (f"pattern matched: {match.group(0)!r}",) if match else None
 
-@dataclass(slots=True)
-class _Field(Condition):
-    label: str
-    test: Callable[[Mention], Any]
-
-    def evaluate(self, subject: Subject) -> Evidence | None:
-        value = self.test(subject.mention)
-        return [self.label.format(value=value)] if value is not None and value is not False else None
-
-
-@dataclass(slots=True)
-class _Complaint(Condition):
-    threshold: float
-
-    def evaluate(self, subject: Subject) -> Evidence | None:
-        score = subject.mention.complaint_score
-        if score is None or score < self.threshold:
-            return None
-        return [subject.score_note("complaint")]
-
-    def required(self) -> frozenset[Trigger] | None:
-        return frozenset({("complaint", self.threshold)})
+    return Condition(test)
 
 
 @condition("complaint_score_at_least")
 def _complaint_at_least(argument: Any, where: Where) -> Condition:
-    return _Complaint(_number(argument, where, 0, 1))
+    threshold = _number(argument, where, 0, 1)
 
-
-@dataclass(slots=True)
-class _Sentiment(Condition):
-    threshold: float
-
-    def evaluate(self, subject: Subject) -> Evidence | None:
-        score = subject.mention.sentiment
-        if score is None or score > self.threshold:
+    def test(subject: Subject) -> Found | None:
+        score = subject.mention.complaint_score
+        if score is None or score < threshold:
             return None
-        return [subject.score_note("sentiment")]
+        return subject._memo.get("complaint") or subject.score_note("complaint")
 
-    def required(self) -> frozenset[Trigger] | None:
-        return frozenset({("sentiment", self.threshold)})
+    return Condition(test, frozenset({("complaint", threshold)}))
 
 
 @condition("sentiment_at_most")
 def _sentiment_at_most(argument: Any, where: Where) -> Condition:
-    return _Sentiment(_number(argument, where, -1, 1))
+    threshold = _number(argument, where, -1, 1)
 
-
-@dataclass(slots=True)
-class _Churn(Condition):
-    expected: bool
-
-    def evaluate(self, subject: Subject) -> Evidence | None:
-        mention = subject.mention
-        if bool(mention.churn) != self.expected:
+    def test(subject: Subject) -> Found | None:
+        score = subject.mention.sentiment
+        if score is None or score > threshold:
             return None
-        if not self.expected:
-            return ["no churn threat"]
-        phrases = mention.evidence.get("churn") or []
-        return [
-            f"threatens to leave: {'; '.join(repr(p) for p in phrases)}" if phrases else "threatens to leave"
-        ]
+        return subject._memo.get("sentiment") or subject.score_note("sentiment")
+
+    return Condition(test, frozenset({("sentiment", threshold)}))
 
 
 @condition("churn")
 def _churn(argument: Any, where: Where) -> Condition:
     if not isinstance(argument, bool):
         raise where.error("expected true or false")
-    return _Churn(argument)
+    test: Test
+    if not argument:
+        calm: Found = ("no churn threat",)
 
+        def test(subject: Subject) -> Found | None:
+            return None if subject.mention.churn else calm
 
-@dataclass(slots=True)
-class _Followers(Condition):
-    threshold: int
+    else:
 
-    def evaluate(self, subject: Subject) -> Evidence | None:
-        followers = subject.mention.author_followers
-        if followers is None or followers < self.threshold:
-            return None
-        return [f"author has {followers:,} followers"]
+        def test(subject: Subject) -> Found | None:
+            mention = subject.mention
+            if not mention.churn:
+                return None
+            phrases = mention.evidence.get("churn") or []
+            return (
+                f"threatens to leave: {'; '.join(repr(p) for p in phrases)}"
+                if phrases
+                else "threatens to leave",
+            )
+
+    return Condition(test)
 
 
 @condition("author_followers_at_least")
 def _followers_at_least(argument: Any, where: Where) -> Condition:
     if isinstance(argument, bool) or not isinstance(argument, int) or argument < 0:
         raise where.error("expected a whole number of followers (0 or more)")
-    return _Followers(argument)
+    threshold = argument
 
-
-@dataclass(slots=True)
-class _AuthorMentions(Condition):
-    count: int
-    within: timedelta
-
-    def evaluate(self, subject: Subject) -> Evidence | None:
-        context = subject.context
-        found = context.author_mentions(subject.mention, self.within) if context is not None else 1
-        if found < self.count:
+    def test(subject: Subject) -> Found | None:
+        followers = subject.mention.author_followers
+        if followers is None or followers < threshold:
             return None
-        return [f"{found} mentions by this author within {format_duration(self.within)}"]
+        return (f"author has {followers:,} followers",)
+
+    return Condition(test)
 
 
 @condition("author_mentions_within")
@@ -526,96 +558,146 @@ def _author_mentions_within(argument: Any, where: Where) -> Condition:
         within = parse_duration(options["within"])
     except ValueError as exc:
         raise where.at(".within").error(str(exc)) from None
-    return _AuthorMentions(count, within)
+
+    def test(subject: Subject) -> Found | None:
+        context = subject.context
+        found = context.author_mentions(subject.mention, within) if context is not None else 1
+        if found < count:
+            return None
+        return (f"{found} mentions by this author within {format_duration(within)}",)
+
+    return Condition(test)
 
 
 def _flag(name: str, label: str, attribute: Callable[[Mention], bool | None]) -> None:
     def compile_flag(argument: Any, where: Where) -> Condition:
         if not isinstance(argument, bool):
             raise where.error("expected true or false")
-        return _Field(label if argument else f"not {label}", lambda m: bool(attribute(m)) == argument)
+        found: Found = (label if argument else f"not {label}",)
+
+        def test(subject: Subject) -> Found | None:
+            return found if bool(attribute(subject.mention)) == argument else None
+
+        return Condition(test)
 
     REGISTRY[name] = compile_flag
 
 
-_flag("author_is_brand", "author is the brand", lambda m: m.author_is_brand)
+_flag("author_is_brand", "author is the brand", attrgetter("author_is_brand"))
 
 
 def _membership(name: str, label: str, attribute: Callable[[Mention], str | None]) -> None:
     def compile_membership(argument: Any, where: Where) -> Condition:
         values = {v.lower() for v in _strings(argument, where)}
-        return _Field(
-            label, lambda m: (attribute(m) or "") if (attribute(m) or "").lower() in values else None
-        )
+        lines: dict[str, Found] = {}  # per value as the mention spells it ("fr", "FR"): a handful
+
+        def test(subject: Subject) -> Found | None:
+            value = attribute(subject.mention) or ""
+            if value.lower() not in values:
+                return None
+            found = lines.get(value)
+            if found is None:
+                found = (label.format(value=value),)
+                if len(lines) < 64:
+                    lines[value] = found
+            return found
+
+        return Condition(test)
 
     REGISTRY[name] = compile_membership
 
 
-_membership("lang_in", "language {value}", lambda m: m.lang)
-_membership("source_in", "source {value}", lambda m: m.source)
-_membership("brand_in", "brand {value}", lambda m: m.brand)
+_membership("lang_in", "language {value}", attrgetter("lang"))
+_membership("source_in", "source {value}", attrgetter("source"))
+_membership("brand_in", "brand {value}", attrgetter("brand"))
 
 
-@dataclass(slots=True)
-class _All(Condition):
-    parts: list[Condition]
+def _all(parts: list[Condition]) -> Condition:
+    """Every part matches; their evidence in order. Stops at the first part that does not."""
+    # Any part's triggers are necessary; keywords are the most selective, then the fewest.
+    needed = [r for r in (part.required() for part in parts) if r is not None]
+    required = min(needed, key=lambda r: (not all(isinstance(t, int) for t in r), len(r))) if needed else None
+    tests = [part.test for part in parts]
+    test: Test
+    if len(tests) == 1:
+        test = tests[0]
+    elif len(tests) == 2:
+        first, second = tests
 
-    def evaluate(self, subject: Subject) -> Evidence | None:
-        evidence: Evidence = []
-        for part in self.parts:
-            found = part.evaluate(subject)
+        def test(subject: Subject) -> Found | None:
+            found = first(subject)
             if found is None:
                 return None
-            evidence.extend(found)
-        return evidence
+            more = second(subject)
+            return None if more is None else found + more
 
-    def required(self) -> frozenset[Trigger] | None:
-        # Any part's triggers are necessary; keywords are the most selective, then the fewest.
-        needed = [r for r in (part.required() for part in self.parts) if r is not None]
-        return min(needed, key=lambda r: (not all(isinstance(t, int) for t in r), len(r))) if needed else None
+    else:
 
+        def test(subject: Subject) -> Found | None:
+            found: Found = ()
+            for part in tests:
+                more = part(subject)
+                if more is None:
+                    return None
+                found += more
+            return found
 
-@dataclass(slots=True)
-class _Any(Condition):
-    parts: list[Condition]
-
-    def evaluate(self, subject: Subject) -> Evidence | None:
-        evidence: Evidence = []
-        matched = False
-        for part in self.parts:
-            found = part.evaluate(subject)
-            if found is not None:
-                matched = True
-                evidence.extend(found)
-        return evidence if matched else None
-
-    def required(self) -> frozenset[Trigger] | None:
-        needed: set[Trigger] = set()
-        for part in self.parts:
-            required = part.required()
-            if required is None:
-                return None
-            needed |= required
-        return frozenset(needed)
+    return Condition(test, required)
 
 
-@dataclass(slots=True)
-class _Not(Condition):
-    part: Condition
+def _any(parts: list[Condition]) -> Condition:
+    """At least one part matches; the evidence of every part that does."""
+    required: frozenset[Trigger] | None = frozenset()
+    for part in parts:
+        triggers = part.required()
+        if triggers is None or required is None:
+            required = None
+            break
+        required |= triggers
+    tests = [part.test for part in parts]
+    test: Test
+    if len(tests) == 1:
+        test = tests[0]
+    elif len(tests) == 2:
+        first, second = tests
 
-    def evaluate(self, subject: Subject) -> Evidence | None:
-        return [] if self.part.evaluate(subject) is None else None
+        def test(subject: Subject) -> Found | None:
+            found, more = first(subject), second(subject)
+            if found is None:
+                return more
+            return found if more is None else found + more
+
+    else:
+
+        def test(subject: Subject) -> Found | None:
+            found: Found | None = None
+            for part in tests:
+                more = part(subject)
+                if more is not None:
+                    found = more if found is None else found + more
+            return found
+
+    return Condition(test, required)
 
 
-def _group(kind: type[_All] | type[_Any]) -> Compiler:
+def _not(argument: Any, where: Where) -> Condition:
+    part = _compile(argument, where).test
+
+    def test(subject: Subject) -> Found | None:
+        return () if part(subject) is None else None
+
+    return Condition(test)
+
+
+def _group(combine: Callable[[list[Condition]], Condition]) -> Compiler:
     def compile_group(argument: Any, where: Where) -> Condition:
         if not isinstance(argument, list) or not argument:
             raise where.error("expected a non-empty list of conditions")
-        return kind([_compile(part, where.at(f"[{i}]")) for i, part in enumerate(argument)])
+        return combine([_compile(part, where.at(f"[{i}]")) for i, part in enumerate(argument)])
 
     return compile_group
 
 
-REGISTRY["all"] = _group(_All)
-REGISTRY["any"] = _group(_Any)
-REGISTRY["not"] = lambda argument, where: _Not(_compile(argument, where))
+REGISTRY["all"] = _group(_all)
+REGISTRY["any"] = _group(_any)
+REGISTRY["not"] = _not

@@ -10,6 +10,7 @@ broken new config is logged and the old one keeps running).
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import signal
@@ -198,6 +199,9 @@ class Daemon:
         node = NodeLock(self.db)
         node.acquire()
         try:
+            # What start-up built (model vocabularies, compiled rules, config) lives as long as the
+            # process: out of the collector's sight, every full collection is that much shorter.
+            gc.freeze()
             self._schedule()
             self.scheduler.start()
             log.info(

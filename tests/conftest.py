@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import responses
-from sqlalchemy import create_engine, text
+from sqlalchemy import MetaData, create_engine, text
 
 from monitor.config import Settings, settings_from_dict
 from monitor.feedserver import FeedServer
@@ -91,3 +92,13 @@ def make_settings(db_url: str) -> Callable[..., Settings]:
         return settings_from_dict(raw, file="<test>")
 
     return build
+
+
+def reflected(engine: Any) -> MetaData:
+    """Every table in the database, as it is (not as the code declares it): for tests that dump
+    all stored data. SQLAlchemy cannot reflect the expression index of migration 0006 and says so."""
+    metadata = MetaData()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression-based index")
+        metadata.reflect(engine)
+    return metadata

@@ -32,7 +32,8 @@ import test_mastodon as mastodon
 import test_news_alerts as news_alerts
 import test_reddit as reddit
 import test_twitter as twitter
-from sqlalchemy import MetaData, func, select
+from conftest import reflected
+from sqlalchemy import func, select
 
 # The per-source fakes, registered here by import: `bsky` (local Bluesky), `algolia` (local HN
 # search), `token` (Reddit's OAuth endpoint on `rsps`) and `sleeps` (autouse: prawcore never sleeps).
@@ -324,8 +325,7 @@ def assert_no_secret_anywhere(world: World) -> None:
     output = "\n".join(world.printed)
     db = Database(world.db_url)
     try:
-        metadata = MetaData()
-        metadata.reflect(db.engine)
+        metadata = reflected(db.engine)
         with db.session() as session:
             dumped = "\n".join(
                 f"{table.name}: {tuple(row)!r}"

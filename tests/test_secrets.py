@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import responses
-from sqlalchemy import MetaData, select
+from conftest import reflected
+from sqlalchemy import select
 
 from monitor import logs
 from monitor.cli import main
@@ -131,8 +132,7 @@ def test_no_secret_reaches_logs_output_errors_or_the_database(
         assert secret not in output, f"secret {secret[:6]}… printed or logged"  # ...without the secret
     db = Database(db_url)
     try:
-        metadata = MetaData()
-        metadata.reflect(db.engine)
+        metadata = reflected(db.engine)
         with db.session() as session:
             rows = [
                 (table.name, row)

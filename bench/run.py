@@ -10,6 +10,7 @@ present (seeded sample), else seeded synthetic text.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import random
@@ -17,7 +18,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -531,6 +532,37 @@ def feed_bodies(count: int) -> list[bytes]:
     return bodies
 
 
+@contextlib.contextmanager
+def served_feeds(count: int) -> Iterator[list[str]]:
+    """`feed_bodies(count)` served over real sockets by a FeedServer in another process, as feeds
+    are served by other machines: its request handling must not share the measured process's
+    interpreter lock (it would slow the baseline and the collector alike, and hide both)."""
+    import subprocess
+
+    child = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import run; "
+        "from monitor.feedserver import FeedServer\n"
+        "with FeedServer() as server:\n"
+        "    urls = [server.add(f'/feed/{n}', body, content_type='application/rss+xml')"
+        " for n, body in enumerate(run.feed_bodies(int(sys.argv[2])))]\n"
+        "    print(json.dumps(urls), flush=True)\n"
+        "    sys.stdin.read()\n"
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-c", child, str(Path(__file__).parent), str(count)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        yield json.loads(server.stdout.readline())
+    finally:
+        assert server.stdin is not None
+        server.stdin.close()
+        server.wait(timeout=30)
+
+
 def bench_feeds(count: int) -> list[dict[str, object]]:
     """N feeds of 20 entries on a local server: a cold cycle, then an unchanged one (all 304)."""
     import io
@@ -538,14 +570,9 @@ def bench_feeds(count: int) -> list[dict[str, object]]:
     import feedparser
 
     from monitor.collector import Collector
-    from monitor.feedserver import FeedServer
 
     bodies = feed_bodies(count)
-    with tempfile.TemporaryDirectory() as tmp, FeedServer() as server:
-        urls = [
-            server.add(f"/feed/{n}", body, content_type="application/rss+xml")
-            for n, body in enumerate(bodies)
-        ]
+    with tempfile.TemporaryDirectory() as tmp, served_feeds(count) as urls:
         settings = settings_from_dict(
             {
                 "database": f"sqlite:///{tmp}/feeds.db",

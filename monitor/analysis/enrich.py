@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from lingua import IsoCode639_1, Language, LanguageDetector, LanguageDetectorBuilder
 
+from monitor.analysis import lexicon
 from monitor.analysis.churn import ChurnDetector
 from monitor.analysis.model import DetectionModel, load_model
 from monitor.mention import Mention
@@ -79,6 +80,7 @@ class Analyzer:
         self.languages = tuple(code.lower() for code in languages)
         self.model = model or load_model()
         self.churn = ChurnDetector()
+        lexicon.load()  # ~1 s of word lists: paid at start-up, not by the first poll's posts
         self.detector = _detector(self.languages, light)
         self.embeddings = embeddings  # use the sentence encoder when monitor[ml] is installed
         # Brand names are proper nouns of no language ("Bouygues Telecom" reads as French,

@@ -57,6 +57,12 @@ def _french_valences() -> dict[str, float]:
     return valences
 
 
+def load() -> None:
+    """Build both lexicons now (the French one scores VADER's emoji descriptions: about a second)."""
+    _vader()
+    _french_valences()
+
+
 def english(text: str) -> tuple[float, float, float]:
     """(positive, negative, compound) from VADER."""
     scores = _vader().polarity_scores(text)

@@ -5,6 +5,7 @@ This is what `monitor sources` shows, and what decides whether a stream is polle
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,18 +29,30 @@ def get_state(session: Session, source: str, stream: str) -> SourceStateRow:
         select(SourceStateRow).where(SourceStateRow.source == source, SourceStateRow.stream == stream)
     )
     if row is None:
-        row = SourceStateRow(source=source, stream=stream, cursor={}, consecutive_errors=0, mentions_total=0)
-        session.add(row)
-        session.flush()
+        row = _new_state(session, source, stream)
     rows[(source, stream)] = row
     return row
 
 
-def preload(session: Session, source: str) -> None:
-    """Read every state row of a source at once (one query for a source of a thousand feeds)."""
+def _new_state(session: Session, source: str, stream: str) -> SourceStateRow:
+    # Not flushed here: the session writes all new rows of a transaction in one batch.
+    row = SourceStateRow(source=source, stream=stream, cursor={}, consecutive_errors=0, mentions_total=0)
+    session.add(row)
+    return row
+
+
+def preload(session: Session, source: str, streams: Sequence[str] | None = None) -> None:
+    """Read the state rows of a source (or of these streams of it) at once, creating the
+    missing ones: one query for a thousand feeds instead of one each."""
     rows: dict[tuple[str, str], SourceStateRow] = session.info.setdefault("source_state", {})
-    for row in session.scalars(select(SourceStateRow).where(SourceStateRow.source == source)):
+    query = select(SourceStateRow).where(SourceStateRow.source == source)
+    if streams is not None:
+        query = query.where(SourceStateRow.stream.in_(list(streams)))
+    for row in session.scalars(query):
         rows[(row.source, row.stream)] = row
+    for stream in streams or ():
+        if (source, stream) not in rows:
+            rows[(source, stream)] = _new_state(session, source, stream)
 
 
 def load_cursor(session: Session, source: str, stream: str) -> dict[str, Any]:

@@ -62,6 +62,8 @@ def _detector(languages: tuple[str, ...], light: bool = False) -> LanguageDetect
 
 
 def _words_only(text: str) -> str:
+    if "@" not in text and "http" not in text and "www." not in text:
+        return text
     words = _NOT_LANGUAGE.sub(" ", text)
     return words if _LETTER.search(words) else text
 

@@ -142,6 +142,8 @@ def model_text(text: str, limit: int = MODEL_TEXT_LIMIT) -> str:
     text = text[: limit * 2]
     if "\\u" in text:
         text = _ESCAPED.sub(lambda m: chr(int(m.group(1), 16)), text)
-    text = _URL.sub(" URL ", text)
-    text = _HANDLE.sub(" @USER ", text)
+    if "http" in text or "www." in text:  # substring tests are far cheaper than a regex pass
+        text = _URL.sub(" URL ", text)
+    if "@" in text:
+        text = _HANDLE.sub(" @USER ", text)
     return " ".join(text.split())[:limit]

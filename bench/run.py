@@ -389,13 +389,14 @@ def bench_report(count: int) -> list[dict[str, object]]:
             run = command(*argv)
             run()  # warm: imports, the first connection
             seconds = sorted(timed(run) for _ in range(3))[1]  # median of 3
+            value, base = round(seconds, 4), round(baseline, 4)
             results.append(
                 {
                     "name": name,
-                    "value": round(seconds, 4),
+                    "value": value,
                     "unit": "s",
-                    "baseline": round(baseline, 4),
-                    "ratio": round(seconds / baseline, 3) if baseline else None,
+                    "baseline": base,
+                    "ratio": round(value / base, 3) if base else None,
                     "target": 1.0,
                     "ok": seconds < 1.0,
                     "note": f"`monitor {' '.join(argv)}` (table: summary and/or the first 100 rows), default filters, "

@@ -12,21 +12,32 @@ their unflagged mentions and, on X, replies in the same conversation. Every chan
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from monitor.alerts.base import ChannelConfig
-from monitor.alerts.outbox import enqueue_case_event
+from monitor.alerts.outbox import case_event_alerts, enqueue_case_event
 from monitor.confbase import severity_rank
 from monitor.errors import MonitorError
 from monitor.mention import Mention
-from monitor.storage.tables import OPEN_CASE_STATUSES, CaseEventRow, CaseRow, FlagRow, MentionRow, OutboxRow
+from monitor.storage.queries import insert_values
+from monitor.storage.tables import (
+    CASE_EVENTS,
+    CASES,
+    OPEN_CASE_STATUSES,
+    CaseEventRow,
+    CaseRow,
+    FlagRow,
+    MentionRow,
+    OutboxRow,
+)
 
 STATUSES = ("new", "contacted", "resolved", "dismissed")
 ACTIONS: dict[str, dict[str, str]] = {
@@ -70,150 +81,336 @@ def _event(session: Session, case: CaseRow, kind: str, now: datetime, **fields: 
     return event
 
 
-def open_cases_for(session: Session, mentions: Iterable[Mention]) -> dict[tuple[str, str], CaseRow | None]:
-    """The open cases of these mentions' authors, in one query: a batch's flags look here first."""
-    keys = {(str(m.brand), author_key(m)) for m in mentions if m.brand}
-    found: dict[tuple[str, str], CaseRow | None] = dict.fromkeys(keys)
-    if keys:
-        query = select(CaseRow).where(
-            CaseRow.status.in_(OPEN_CASE_STATUSES), tuple_(CaseRow.brand, CaseRow.author_key).in_(list(keys))
-        )
-        for case in session.scalars(query):
-            found[(case.brand, case.author_key)] = case
-    return found
+@dataclass(slots=True)
+class _Case:
+    """A case as one ingest batch sees it: read once, changed in memory, written once."""
+
+    id: int
+    brand: str
+    author_key: str
+    status: str
+    severity: str
+    priority: float
+    hint: str | None
+    touched: bool = False  # updated_at becomes the batch's time
+
+    def changes(self) -> tuple[Any, ...]:
+        return (self.status, self.severity, self.priority, self.hint)
 
 
-def open_or_attach(
-    session: Session,
-    mention: Mention,
-    severity: str,
-    priority: float,
-    now: datetime,
-    known: dict[tuple[str, str], CaseRow | None] | None = None,
-) -> CaseUpdate:
-    """Attach a flagged mention to its author's open case, or open one (reopening the last one
-    closed for this author, so the history stays in one place). `known` (from `open_cases_for`)
-    saves a query per flag and learns the cases opened here."""
-    assert mention.id is not None and mention.brand is not None
-    key = author_key(mention)
-    if known is not None and (mention.brand, key) in known:
-        case = known[(mention.brand, key)]
-    else:
-        case = _open_case(session, mention.brand, key)
-    if case is None:
-        closed = session.scalar(
-            select(CaseRow)
-            .where(CaseRow.brand == mention.brand, CaseRow.author_key == key)
-            .order_by(CaseRow.id.desc())
-            .limit(1)
-        )
-        try:
-            with session.begin_nested():
-                if closed is not None:
-                    case, kind = closed, "reopened"
-                    case.status, case.severity, case.priority = "new", severity, priority
-                    case.hint = None
-                else:
-                    case, kind = (
-                        CaseRow(
-                            brand=mention.brand,
-                            author_key=key,
-                            author_name=mention.author_name or mention.author_handle,
-                            status="new",
-                            severity=severity,
-                            priority=priority,
-                            opened_at=now,
-                        ),
-                        "opened",
-                    )
-                    session.add(case)
-                case.updated_at = now
-                session.flush()
-        except IntegrityError:  # another node opened it first
-            case = _open_case(session, mention.brand, key)
-            assert case is not None
-        else:
-            _event(session, case, kind, now, mention_id=mention.id, note=f"severity {severity}")
-            if known is not None:
-                known[(mention.brand, key)] = case
-            return CaseUpdate(case.id, opened=True, escalated=False)
-    escalated = severity_rank(severity) > severity_rank(case.severity)
-    if escalated:
-        case.severity = severity
-    case.priority = max(case.priority, priority)
-    case.updated_at = now
-    _event(session, case, "escalated" if escalated else "flagged", now, mention_id=mention.id)
-    return CaseUpdate(case.id, opened=False, escalated=escalated)
+_CASE_COLUMNS = (
+    CASES.c.id,
+    CASES.c.brand,
+    CASES.c.author_key,
+    CASES.c.status,
+    CASES.c.severity,
+    CASES.c.priority,
+    CASES.c.hint,
+)
+_OPEN = CASES.c.status.in_(OPEN_CASE_STATUSES)
+_EVENT_COLUMNS = ("case_id", "at", "kind", "actor", "note", "mention_id")
+# One index probe per (brand, author) of the batch, the whole list bound as one value:
+# expanding a hundred-item IN cost SQLAlchemy more than the lookups themselves, and
+# PostgreSQL's plan for one depends on statistics a young table does not have yet.
+_OPEN_SQL = "status IN ({})".format(", ".join(f"'{status}'" for status in OPEN_CASE_STATUSES))
+_OPEN_OF_AUTHORS = {
+    "sqlite": text(
+        "SELECT c.id, c.brand, c.author_key, c.status, c.severity, c.priority, c.hint"
+        " FROM json_each(:keys) AS k CROSS JOIN cases AS c"  # CROSS JOIN: k drives the probes
+        " WHERE c.brand = json_extract(k.value, '$[0]') AND c.author_key = json_extract(k.value, '$[1]')"
+        f" AND c.{_OPEN_SQL}"
+    ),
+    "postgresql": text(
+        "SELECT c.id, c.brand, c.author_key, c.status, c.severity, c.priority, c.hint"
+        " FROM unnest(CAST(:brands AS VARCHAR[]), CAST(:authors AS VARCHAR[])) AS k(brand, author_key)"
+        " CROSS JOIN LATERAL (SELECT * FROM cases WHERE brand = k.brand AND author_key = k.author_key"
+        f" AND {_OPEN_SQL} LIMIT 1) AS c"
+    ),
+}
+_CLOSED_OF_AUTHORS = (
+    select(CASES.c.id, CASES.c.brand, CASES.c.author_key)
+    .where(
+        ~_OPEN,
+        CASES.c.brand.in_(bindparam("brands", expanding=True)),
+        CASES.c.author_key.in_(bindparam("authors", expanding=True)),
+    )
+    .order_by(CASES.c.id)
+)
 
 
-def attach_followups(
-    session: Session,
-    mentions: Sequence[Mention],
-    now: datetime,
-    *,
-    auto_resolve: bool = False,
-    channels: Mapping[str, ChannelConfig] | None = None,
-) -> int:
-    """Unflagged mentions by the author of an open case (or in its X conversation) join it.
+class CaseBatch:
+    """The case work of one ingest batch: a few queries in, one bulk write per table out.
 
-    A clearly positive one adds the "customer seems satisfied" hint (and resolves the case when
-    `auto_resolve` is on). Two queries per batch, whatever its size.
+    `load` reads the open cases of the batch's authors; `prepare` opens (or reopens) the cases
+    its flags need; `flag` and `attach_followups` change cases and collect timeline events in
+    memory, in the order the mentions came; `write` stores the events and the changed cases.
+    Between `load` and `write` the batch's cases must not be changed through the ORM.
     """
-    candidates = [m for m in mentions if m.id is not None and m.brand]
-    if not candidates:
-        return 0
-    keys = {(str(m.brand), author_key(m)) for m in candidates}
-    by_author = {
-        (c.brand, c.author_key): c
-        for c in session.scalars(
-            select(CaseRow).where(
-                CaseRow.status.in_(OPEN_CASE_STATUSES),
-                tuple_(CaseRow.brand, CaseRow.author_key).in_(list(keys)),
+
+    def __init__(self, session: Session, now: datetime) -> None:
+        self.session = session
+        self.now = now
+        self._open: dict[tuple[str, str], _Case] = {}  # (brand, author key) -> its open case
+        self._cases: dict[int, _Case] = {}  # every case read or opened, by id
+        self._stored: dict[int, tuple[Any, ...]] = {}  # their values as stored
+        self._resolved: list[int] = []  # auto-resolved here: resolved_at is the batch's time
+        self._opening: dict[tuple[str, str], str] = {}  # opened here, "opened"/"reopened" event owed
+        self._conversations: dict[str, _Case] = {}  # flagged here: conversation -> case
+        self._events: list[tuple[Any, ...]] = []  # _EVENT_COLUMNS
+        self._notices: list[tuple[int, int, str]] = []  # (event index, case id, notice kind)
+        self._channels: Mapping[str, ChannelConfig] = {}
+
+    @classmethod
+    def load(cls, session: Session, mentions: Iterable[Mention], now: datetime) -> CaseBatch:
+        """The open cases of these mentions' authors, in one query."""
+        batch = cls(session, now)
+        batch._read_open({(str(m.brand), author_key(m)) for m in mentions if m.brand})
+        return batch
+
+    def _add(self, case: _Case) -> _Case:
+        """The batch's copy of a case (the one already held, if any), indexed by id."""
+        held = self._cases.get(case.id)
+        if held is None:
+            held = self._cases[case.id] = case
+            self._stored[case.id] = case.changes()
+        if held.status in OPEN_CASE_STATUSES:
+            self._open[(held.brand, held.author_key)] = held
+        return held
+
+    def _read_open(self, keys: set[tuple[str, str]]) -> None:
+        keys -= self._open.keys()
+        if not keys:
+            return
+        dialect = self.session.get_bind().dialect.name
+        if dialect == "postgresql":
+            wanted: dict[str, Any] = {"brands": [b for b, _ in keys], "authors": [a for _, a in keys]}
+        else:
+            wanted = {"keys": json.dumps(list(keys))}
+        for row in self.session.execute(_OPEN_OF_AUTHORS[dialect], wanted):
+            self._add(_Case(*row))
+
+    def prepare(self, flags: Sequence[tuple[Mention, str, float]]) -> None:
+        """Open a case for every author flagged (mention, severity, priority) who has none.
+
+        The first flag of an author, in the given order, opens it with its severity, reopening
+        the author's last closed case so the history stays in one place. New cases are inserted
+        in one statement; one another node opened first is attached to instead, as any open case.
+        """
+        first: dict[tuple[str, str], tuple[Mention, str, float]] = {}
+        for mention, severity, priority in flags:
+            assert mention.brand is not None
+            key = (mention.brand, author_key(mention))
+            if key not in self._open and key not in self._opening:
+                first.setdefault(key, (mention, severity, priority))
+        if not first:
+            return
+        closed: dict[tuple[str, str], int] = {}
+        wanted = {"brands": list({b for b, _ in first}), "authors": list({a for _, a in first})}
+        for case_id, brand, key in self.session.execute(_CLOSED_OF_AUTHORS, wanted):
+            if (brand, key) in first:
+                closed[(brand, key)] = case_id  # the last one closed wins
+        lost: set[tuple[str, str]] = set()
+        fresh = []
+        for key, (mention, severity, priority) in first.items():
+            if key in closed:
+                if not self._reopen(closed[key], key, severity, priority):
+                    lost.add(key)
+                continue
+            author = mention.author_name or mention.author_handle
+            fresh.append((*key, author, "new", severity, priority, self.now, self.now))
+        if fresh:
+            returned = insert_values(
+                self.session,
+                CASES,
+                (
+                    "brand",
+                    "author_key",
+                    "author_name",
+                    "status",
+                    "severity",
+                    "priority",
+                    "opened_at",
+                    "updated_at",
+                ),
+                fresh,
+                returning=("id", "brand", "author_key"),
+                skip_conflicts=True,
             )
-        )
-    }
-    conversations = {m.conversation_id for m in candidates if m.conversation_id}
-    by_conversation: dict[str, CaseRow] = {}
-    if conversations:
-        query = (
-            select(MentionRow.conversation_id, CaseRow)
-            .join(CaseEventRow, CaseEventRow.mention_id == MentionRow.id)
-            .join(CaseRow, CaseRow.id == CaseEventRow.case_id)
-            .where(
-                MentionRow.conversation_id.in_(list(conversations)), CaseRow.status.in_(OPEN_CASE_STATUSES)
+            opened = {(brand, key): case_id for case_id, brand, key in returned}
+            for key, (_, severity, priority) in first.items():
+                if key in closed:
+                    continue
+                if key not in opened:
+                    lost.add(key)  # another node opened it first
+                    continue
+                self._add(_Case(opened[key], *key, "new", severity, priority, None))
+                self._opening[key] = "opened"
+        self._read_open(lost)
+
+    def _reopen(self, case_id: int, key: tuple[str, str], severity: str, priority: float) -> bool:
+        """Reopen a closed case; False when another node opened one for this author first."""
+        try:
+            with self.session.begin_nested():
+                row = self.session.execute(
+                    update(CASES)
+                    .where(CASES.c.id == case_id, ~_OPEN)
+                    .values(
+                        status="new", severity=severity, priority=priority, hint=None, updated_at=self.now
+                    )
+                    .returning(CASES.c.id)
+                ).first()
+        except IntegrityError:
+            return False
+        if row is None:  # reopened by another node meanwhile
+            return False
+        self._add(_Case(case_id, *key, "new", severity, priority, None))
+        self._opening[key] = "reopened"
+        return True
+
+    def _event(
+        self,
+        case: _Case,
+        kind: str,
+        *,
+        mention_id: int | None = None,
+        note: str | None = None,
+        actor: str | None = None,
+    ) -> None:
+        self._events.append((case.id, self.now, kind, actor, note, mention_id))  # _EVENT_COLUMNS
+
+    def flag(self, mention: Mention, severity: str, priority: float) -> CaseUpdate:
+        """Attach a flagged mention to its author's open case, or open it (see `prepare`); a
+        higher severity escalates the case."""
+        assert mention.id is not None and mention.brand is not None
+        key = (mention.brand, author_key(mention))
+        if key not in self._open:
+            self.prepare([(mention, severity, priority)])
+        case = self._open.get(key)
+        assert case is not None, "prepare leaves every flagged author an open case"
+        if mention.conversation_id:
+            self._conversations[mention.conversation_id] = case
+        opening = self._opening.pop(key, None)
+        if opening is not None:
+            self._event(case, opening, mention_id=mention.id, note=f"severity {severity}")
+            return CaseUpdate(case.id, opened=True, escalated=False)
+        escalated = severity_rank(severity) > severity_rank(case.severity)
+        if escalated:
+            case.severity = severity
+        case.priority = max(case.priority, priority)
+        case.touched = True
+        self._event(case, "escalated" if escalated else "flagged", mention_id=mention.id)
+        return CaseUpdate(case.id, opened=False, escalated=escalated)
+
+    def attach_followups(
+        self,
+        mentions: Sequence[Mention],
+        *,
+        auto_resolve: bool = False,
+        channels: Mapping[str, ChannelConfig] | None = None,
+    ) -> int:
+        """Unflagged mentions by the author of an open case (or in its X conversation) join it.
+
+        A clearly positive one adds the "customer seems satisfied" hint (and resolves the case
+        when `auto_resolve` is on), with a notice for the channels that want one. At most one
+        query (conversations), whatever the batch's size.
+        """
+        self._channels = channels or {}
+        candidates = [m for m in mentions if m.id is not None and m.brand]
+        conversations = {m.conversation_id for m in candidates if m.conversation_id}
+        by_conversation: dict[str, _Case] = {}
+        if conversations:
+            query = (
+                select(MentionRow.conversation_id, *_CASE_COLUMNS)
+                .join(CaseEventRow, CaseEventRow.mention_id == MentionRow.id)
+                .join(CASES, CASES.c.id == CaseEventRow.case_id)
+                .where(MentionRow.conversation_id.in_(list(conversations)), _OPEN)
+                .order_by(CaseEventRow.id)
             )
-        )
-        by_conversation = {str(conversation): case for conversation, case in session.execute(query)}
-    attached = 0
-    for mention in candidates:
-        case = by_author.get((str(mention.brand), author_key(mention)))
-        same_author = case is not None
-        if case is None and mention.conversation_id:
-            case = by_conversation.get(mention.conversation_id)
-        if case is None:
-            continue
-        # No rule flagged it (it is in this list), it does not threaten to leave, and it is
-        # clearly positive: the seed story's happy follow-up post.
-        satisfied = same_author and (mention.sentiment or 0) >= SATISFIED_SENTIMENT and not mention.churn
-        kind = "mention" if same_author else ("brand-reply" if mention.author_is_brand else "conversation")
-        _event(session, case, kind, now, mention_id=mention.id)
-        case.updated_at = now
-        attached += 1
-        if satisfied:
-            case.hint = SATISFIED_HINT
-            _event(
-                session,
-                case,
-                "hint",
-                now,
-                mention_id=mention.id,
-                note=f"{SATISFIED_HINT}; suggested: resolve",
+            # A conversation in several open cases: the one that took one of its posts last.
+            for conversation, *columns in self.session.execute(query):
+                by_conversation[str(conversation)] = self._add(_Case(*columns))
+            # Later still: the cases flagged in this batch, whose events are not written yet.
+            by_conversation.update((c, case) for c, case in self._conversations.items() if c in conversations)
+        attached = 0
+        for mention in candidates:
+            case = self._open.get((str(mention.brand), author_key(mention)))
+            same_author = case is not None and case.status in OPEN_CASE_STATUSES
+            if not same_author and mention.conversation_id:
+                case = by_conversation.get(mention.conversation_id)
+            if case is None or case.status not in OPEN_CASE_STATUSES:
+                continue  # none, or auto-resolved by an earlier post of this batch
+            # No rule flagged it (it is in this list), it does not threaten to leave, and it is
+            # clearly positive: the seed story's happy follow-up post.
+            satisfied = same_author and (mention.sentiment or 0) >= SATISFIED_SENTIMENT and not mention.churn
+            kind = (
+                "mention" if same_author else ("brand-reply" if mention.author_is_brand else "conversation")
             )
-            if auto_resolve:
-                _move(session, case, "resolve", now, actor="monitor", note="auto-resolved: " + SATISFIED_HINT)
-            kind = "resolved" if auto_resolve else "resolution-suggested"
-            _notify_resolved(session, case, now, channels or {}, kind)
-    return attached
+            self._event(case, kind, mention_id=mention.id)
+            case.touched = True
+            attached += 1
+            if satisfied:
+                case.hint = SATISFIED_HINT
+                self._event(case, "hint", mention_id=mention.id, note=f"{SATISFIED_HINT}; suggested: resolve")
+                if auto_resolve:
+                    case.status = "resolved"
+                    self._resolved.append(case.id)
+                    self._event(case, "resolved", actor="monitor", note="auto-resolved: " + SATISFIED_HINT)
+                if any(c.notify_resolved for c in self._channels.values()):
+                    notice = "resolved" if auto_resolve else "resolution-suggested"
+                    self._notices.append((len(self._events) - 1, case.id, notice))
+        return attached
+
+    def write(self) -> list[dict[str, Any]]:
+        """Store the batch's case events (one INSERT) and changed cases (one UPDATE).
+
+        Returns the outbox rows of the resolution notices, keyed by event ids known only now,
+        for the caller to insert with the batch's other alerts.
+        """
+        ids: dict[tuple[int, str, int | None], int] = {}
+        returning = ("id", "case_id", "kind", "mention_id") if self._notices else ()
+        # A notice's event is the only one of its case, kind and mention in the batch.
+        for event, case, kind, mention in insert_values(
+            self.session, CASE_EVENTS, _EVENT_COLUMNS, self._events, returning=returning
+        ):
+            ids[(case, kind, mention)] = event
+        changed = [c for c in self._cases.values() if c.changes() != self._stored[c.id]]
+        if changed:
+            self.session.execute(
+                update(CASES).where(CASES.c.id == bindparam("case_id")),
+                [
+                    {
+                        "case_id": case.id,
+                        "status": case.status,
+                        "severity": case.severity,
+                        "priority": case.priority,
+                        "hint": case.hint,
+                        "updated_at": self.now,
+                    }
+                    for case in changed
+                ],
+            )
+        # Most cases a batch touches only take a post: their time changes, one statement for all.
+        touched = [c.id for c in self._cases.values() if c.touched and c.changes() == self._stored[c.id]]
+        if touched:
+            self.session.execute(update(CASES).where(CASES.c.id.in_(touched)).values(updated_at=self.now))
+        if self._resolved:
+            self.session.execute(
+                update(CASES).where(CASES.c.id.in_(self._resolved)).values(resolved_at=self.now)
+            )
+        notices: list[dict[str, Any]] = []
+        for index, case_id, kind in self._notices:
+            event = self._events[index]
+            notices += case_event_alerts(
+                event_id=ids[(event[0], event[2], event[5])],  # case, kind, mention
+                case_id=case_id,
+                kind=kind,
+                configured=self._channels,
+                now=self.now,
+            )
+        for case in self._cases.values():
+            self._stored[case.id], case.touched = case.changes(), False
+        self._events, self._notices, self._resolved = [], [], []
+        return notices
 
 
 def get_case(session: Session, case_id: int) -> CaseRow:

@@ -10,23 +10,24 @@ import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from monitor.alerts.outbox import enqueue_flag
+from monitor.alerts.outbox import flag_alerts, insert_alerts
 from monitor.analysis.brands import BrandMatcher
 from monitor.analysis.enrich import Analyzer
 from monitor.analysis.text import clean_whitespace
-from monitor.cases import attach_followups, open_cases_for, open_or_attach
+from monitor.cases import CaseBatch
 from monitor.confbase import format_duration
 from monitor.config import Settings
 from monitor.mention import Mention
 from monitor.rules.context import DatabaseContext
 from monitor.rules.engine import FlagDraft, RuleSet
 from monitor.storage import queries, state
-from monitor.storage.tables import FlagRow, MentionRow
+
+if TYPE_CHECKING:
+    from monitor.sources.base import Batch
 
 MAX_TEXT = 100_000
 _TEXT_FIELDS = (
@@ -151,7 +152,41 @@ class Pipeline:
     ) -> IngestResult:
         """Run one batch through the whole path inside the caller's transaction."""
         now = now or datetime.now(UTC)
+        result, stored = self._ingest(session, mentions, source, now, brands)
+        if stream is not None:
+            state.record_success(session, source, stream, cursor or {}, now, len(stored))
+        return result
+
+    def ingest_batches(
+        self,
+        session: Session,
+        batches: Sequence[Batch],
+        *,
+        source: str,
+        now: datetime | None = None,
+        brands: Iterable[str] = (),
+    ) -> tuple[IngestResult, list[IngestResult]]:
+        """Several streams' batches as one pass (one analysis batch, one insert, one flag pass),
+        each stream's cursor saved with its mentions in the caller's transaction.
+
+        Returns the total and, per batch, what it received and stored.
+        """
+        now = now or datetime.now(UTC)
+        owner = {id(m): n for n, batch in enumerate(batches) for m in batch.mentions}
+        total, stored = self._ingest(session, [m for b in batches for m in b.mentions], source, now, brands)
+        results = [IngestResult(received=len(batch.mentions)) for batch in batches]
+        for mention in stored:
+            results[owner[id(mention)]].stored += 1
+        for batch, result in zip(batches, results, strict=True):
+            state.record_success(session, source, batch.stream, batch.cursor, now, result.stored)
+        return total, results
+
+    def _ingest(
+        self, session: Session, mentions: Sequence[Mention], source: str, now: datetime, brands: Iterable[str]
+    ) -> tuple[IngestResult, list[Mention]]:
         result = IngestResult(received=len(mentions))
+        if not mentions:  # a 304, an empty page: only the cursor moves
+            return result, []
         normalized = [normalize(m, now) for m in mentions if m.external_id and m.external_id.strip()]
         matched = self.match_brands(normalized, brands)
         result.unmatched = len(normalized) - len(matched)
@@ -162,81 +197,95 @@ class Pipeline:
         stored = queries.insert_mentions(session, fresh)
         result.stored = len(stored)
         result.duplicates = len(matched) - len(stored)
-        open_cases = open_cases_for(session, stored)  # one query for the batch's authors, not one per flag
-        unflagged = [m for m in stored if not self._flag(session, m, now, result, open_cases)]
-        # Posts that raise no flag may still belong to a case: its author's follow-up, or a reply
-        # in its conversation.
-        attach_followups(
-            session, unflagged, now, auto_resolve=self.settings.auto_resolve, channels=self.settings.channels
-        )
-        if stream is not None:
-            state.record_success(session, source, stream, cursor or {}, now, len(stored))
-        return result
+        context = DatabaseContext(session)  # one per batch: it caches its answers
+        self._flag(session, [(m, self.rules.evaluate(m, context)) for m in stored], now, result)
+        return result, stored
 
     def _flag(
         self,
         session: Session,
-        mention: Mention,
+        evaluated: Sequence[tuple[Mention, list[FlagDraft]]],
         now: datetime,
         result: IngestResult,
-        known: dict[tuple[str, str], Any] | None = None,
-    ) -> bool:
-        """Flag the mention for each rule it matches (opening or feeding a case); False if none."""
-        drafts = self.rules.evaluate(mention, DatabaseContext(session))
-        if not drafts:
-            return False
-        assert mention.id is not None
-        for draft in sorted(drafts, key=lambda d: d.priority, reverse=True):
-            case = open_or_attach(session, mention, draft.severity, draft.priority, now, known)
+    ) -> None:
+        """Flags, cases and alerts for a whole batch of stored mentions, with a few statements.
+
+        Flags are handled in mention order, each mention's by priority, as one at a time would
+        be: a mention's flag opens its author's case, later ones attach to it. Mentions that
+        raise no flag may still join a case: its author's follow-up, or a reply in its
+        conversation. Rows are written once for the batch: flags, case events, changed cases,
+        then every outbox row in one INSERT, all in the caller's transaction.
+        """
+        flagged = [
+            (mention, draft)
+            for mention, drafts in evaluated
+            for draft in sorted(drafts, key=lambda d: d.priority, reverse=True)
+        ]
+        cases = CaseBatch.load(session, (m for m, _ in evaluated), now)
+        cases.prepare([(m, d.severity, d.priority) for m, d in flagged])
+        updates = [cases.flag(m, d.severity, d.priority) for m, d in flagged]
+        cooldowns = [d.cooldown for m, d in flagged if d.cooldown is not None and m.author_id]
+        latest = (
+            queries.latest_flags(
+                session,
+                {
+                    _cooldown_key(m, d)
+                    for (m, d), case in zip(flagged, updates, strict=True)
+                    if (case.opened or case.escalated) and d.cooldown is not None and m.author_id
+                },
+                now - max(cooldowns),
+            )
+            if cooldowns
+            else {}
+        )
+        rows: list[tuple[Any, ...]] = []  # queries.FLAG_COLUMNS
+        alerting: list[tuple[int, FlagDraft, int]] = []  # (mention id, draft, case id)
+        flagged_here: set[tuple[str, str, str]] = set()  # (rule, brand, author): flagged in this batch
+        for (mention, draft), case in zip(flagged, updates, strict=True):
+            assert mention.id is not None
             alert = case.opened or case.escalated
             explanation = draft.explanation
-            if alert and draft.cooldown is not None and _cooling_down(session, mention, draft, now):
-                alert = False
-                explanation = {
-                    **explanation,
-                    "cooldown": f"no alert: this rule flagged the same author within {format_duration(draft.cooldown)}",
-                }
-            flag = FlagRow(
-                mention_id=mention.id,
-                case_id=case.case_id,
-                rule=draft.rule,
-                severity=draft.severity,
-                priority=draft.priority,
-                explanation=explanation,
-                created_at=now,
+            if mention.author_id:
+                key = _cooldown_key(mention, draft)
+                if alert and draft.cooldown is not None:
+                    since = now - draft.cooldown
+                    earlier = latest.get(key)
+                    if (key in flagged_here and now > since) or (earlier is not None and earlier > since):
+                        alert = False
+                        explanation = {
+                            **explanation,
+                            "cooldown": "no alert: this rule flagged the same author within "
+                            + format_duration(draft.cooldown),
+                        }
+                flagged_here.add(key)
+            rows.append(
+                (mention.id, case.case_id, draft.rule, draft.severity, draft.priority, explanation, now)
             )
-            session.add(flag)
             if alert:
-                session.flush()  # the outbox rows need the flag's id
-            result.flags += 1
+                alerting.append((mention.id, draft, case.case_id))
             result.cases_opened += int(case.opened)
-            if alert:
-                result.alerts_queued += enqueue_flag(
-                    session,
-                    flag_id=flag.id,
-                    case_id=case.case_id,
-                    severity=draft.severity,
-                    channels=draft.notify,
-                    configured=self.settings.channels,
-                    now=now,
-                )
-        return True
-
-
-def _cooling_down(session: Session, mention: Mention, draft: FlagDraft, now: datetime) -> bool:
-    """Did this rule flag a post of the same brand by the same author within its cooldown?"""
-    if not mention.author_id or draft.cooldown is None:
-        return False
-    earlier = session.scalar(
-        select(FlagRow.id)
-        .join(MentionRow, MentionRow.id == FlagRow.mention_id)
-        .where(
-            FlagRow.rule == draft.rule,
-            FlagRow.created_at > now - draft.cooldown,
-            FlagRow.mention_id != mention.id,
-            MentionRow.brand == mention.brand,
-            MentionRow.author_id == mention.author_id,
+        result.flags += len(rows)
+        flag_ids = queries.insert_flags(session, rows, ids=bool(alerting))
+        alerts: list[dict[str, Any]] = []
+        for mention_id, draft, case_id in alerting:
+            queued = flag_alerts(
+                flag_id=flag_ids[(mention_id, draft.rule)],
+                case_id=case_id,
+                severity=draft.severity,
+                channels=draft.notify,
+                configured=self.settings.channels,
+                now=now,
+            )
+            result.alerts_queued += len(queued)
+            alerts += queued
+        cases.attach_followups(
+            [m for m, drafts in evaluated if not drafts],
+            auto_resolve=self.settings.auto_resolve,
+            channels=self.settings.channels,
         )
-        .limit(1)
-    )
-    return earlier is not None
+        insert_alerts(session, alerts + cases.write())
+
+
+def _cooldown_key(mention: Mention, draft: FlagDraft) -> tuple[str, str, str]:
+    """What a rule's cooldown is counted on: the rule, the brand and the author."""
+    return (draft.rule, str(mention.brand), str(mention.author_id))

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select, update
 
+from monitor.cases import CaseBatch
 from monitor.cli import main
 from monitor.feedserver import FeedServer
+from monitor.mention import Mention
+from monitor.storage import queries
+from monitor.storage.db import Database
+from monitor.storage.tables import CASES, CaseEventRow, CaseRow
 
 from feeds import blogger, seed_post
 from servers import SlackWebhook, slack_webhook
@@ -194,3 +201,49 @@ def test_a_new_complaint_after_resolution_reopens_the_case(
         for e in json.loads(cli(capsys, config, "cases", "show", "1", "--format", "json")[1])["timeline"]
     ]
     assert "reopened" in kinds
+
+
+# Another node may open (or reopen) the author's case between this batch's read of the open
+# cases and its write: the batch's flag then joins that case, as any later flag does.
+
+NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
+BRAND = "Bouygues Telecom"
+
+
+def _case(status: str, severity: str = "high") -> dict[str, Any]:
+    return {
+        "brand": BRAND,
+        "author_key": "x:1",
+        "status": status,
+        "severity": severity,
+        "priority": 30.0,
+        "opened_at": NOW,
+        "updated_at": NOW,
+    }
+
+
+@pytest.mark.parametrize("race", ["opened", "reopened", "opened-beside-a-closed-one"])
+def test_a_case_another_node_opened_meanwhile_is_joined(db: Database, race: str) -> None:
+    with db.session() as session:
+        if race != "opened":
+            session.execute(CASES.insert().values(_case("resolved")))
+        (mention,) = queries.insert_mentions(
+            session,
+            [Mention(source="x", external_id="1", text="…", author_id="x:1", brand=BRAND, collected_at=NOW)],
+        )
+        batch = CaseBatch.load(session, [mention], NOW)  # no open case yet
+        if race == "reopened":
+            session.execute(update(CASES).values(status="new"))  # what the other node did meanwhile
+        else:
+            session.execute(CASES.insert().values(_case("new")))
+        change = batch.flag(mention, "medium", 20.0)
+        assert batch.write() == []
+    assert (change.opened, change.escalated) == (False, False)
+    with db.session() as session:
+        open_case = session.scalar(select(CaseRow).where(CaseRow.status == "new"))
+        assert open_case is not None and open_case.id == change.case_id and open_case.severity == "high"
+        assert len(list(session.scalars(select(CaseRow)))) == (
+            1 if race != "opened-beside-a-closed-one" else 2
+        )
+        (event,) = session.scalars(select(CaseEventRow))
+        assert (event.case_id, event.kind, event.mention_id) == (open_case.id, "flagged", mention.id)

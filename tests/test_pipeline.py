@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -14,7 +14,7 @@ from monitor.mention import Mention
 from monitor.pipeline import Pipeline
 from monitor.storage import queries, state
 from monitor.storage.db import Database
-from monitor.storage.tables import CaseEventRow, CaseRow, FlagRow, OutboxRow
+from monitor.storage.tables import CaseEventRow, CaseRow, FlagRow, MentionRow, OutboxRow
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 RULES = [
@@ -207,3 +207,183 @@ def test_default_rule_pack_alerts_every_configured_channel(
             session, [post("1", "Bouygues Telecom : je vais résilier")], source="blogs", now=NOW
         )
     assert result.alerts_queued == 1
+
+
+# A batch's flags, cases and alerts are worked out together and written in a few statements;
+# what a user sees must be what one post at a time gave.
+
+
+def scored(mentions: list[Mention]) -> list[Mention]:
+    """A stand-in analysis: "merci" is clearly positive, anything else neutral."""
+    for mention in mentions:
+        mention.sentiment = 0.9 if "merci" in mention.text.lower() else 0.0
+        mention.complaint_score, mention.churn = 0.0, False
+    return mentions
+
+
+def timeline(db: Database) -> list[tuple[int, str, str | None]]:
+    """(case id, event, external id of its post) in the order the timeline shows them."""
+    with db.session() as session:
+        ids = {
+            row_id: external
+            for row_id, external in session.execute(select(MentionRow.id, MentionRow.external_id))
+        }
+        events = session.scalars(select(CaseEventRow).order_by(CaseEventRow.at, CaseEventRow.id))
+        return [(e.case_id, e.kind, ids.get(e.mention_id) if e.mention_id else None) for e in events]
+
+
+def test_one_batch_with_two_posts_of_a_new_author_opens_one_case(db: Database, pipeline: Pipeline) -> None:
+    batch = [
+        post("1", "Bouygues Telecom en panne"),
+        post("2", "Bouygues Telecom, je vais résilier"),  # the same author, later in the batch
+        post("3", "Bouygues Telecom en panne", author="blog.example/Bob"),
+    ]
+    with db.session() as session:
+        result = pipeline.ingest(session, batch, source="blogs", now=NOW)
+    # Anne's case opens on her first post, her second escalates it (an alert each); Bob's opens.
+    assert (result.flags, result.cases_opened, result.alerts_queued) == (3, 2, 3)
+    with db.session() as session:
+        anne, bob = session.scalars(select(CaseRow).order_by(CaseRow.id))
+        assert (anne.author_key, anne.severity, anne.status) == ("blog.example/Anne", "high", "new")
+        assert (bob.author_key, bob.severity) == ("blog.example/Bob", "low")
+        flags = {f.mention_id: f.case_id for f in session.scalars(select(FlagRow))}
+        assert sorted(flags.values()) == [anne.id, anne.id, bob.id]
+        alerts = [(a.kind, a.case_id) for a in session.scalars(select(OutboxRow).order_by(OutboxRow.id))]
+        assert alerts == [("flag", anne.id), ("flag", anne.id), ("flag", bob.id)]
+    assert timeline(db) == [(anne.id, "opened", "1"), (anne.id, "escalated", "2"), (bob.id, "opened", "3")]
+
+
+def test_a_post_matching_two_rules_opens_with_the_higher_one_and_alerts_once(
+    db: Database, pipeline: Pipeline
+) -> None:
+    with db.session() as session:
+        result = pipeline.ingest(
+            session, [post("1", "Bouygues Telecom en panne, je vais résilier")], source="blogs", now=NOW
+        )
+    assert (result.flags, result.cases_opened, result.alerts_queued) == (2, 1, 1)
+    (case_id,) = {c for c, _, _ in timeline(db)}
+    assert timeline(db) == [(case_id, "opened", "1"), (case_id, "flagged", "1")]
+
+
+def test_a_rule_in_its_cooldown_flags_without_alerting(
+    db: Database, make_settings: Callable[..., Settings]
+) -> None:
+    rules = [{**RULES[0], "cooldown": "1h"}, RULES[1]]
+    pipeline = Pipeline(make_settings(rules=rules, channels=CHANNELS), enrichers=[scored])
+    with db.session() as session:
+        first = pipeline.ingest(
+            session, [post("1", "Bouygues Telecom, je vais résilier")], source="blogs", now=NOW
+        )
+    assert (first.flags, first.alerts_queued) == (1, 1)
+    with db.session() as session:
+        (case,) = session.scalars(select(CaseRow))
+        case.status = "resolved"  # the support team closed it
+    later = NOW + timedelta(minutes=20)
+    batch = [
+        post("2", "Bouygues Telecom: je quitte !"),  # reopens Anne's case: churn again, within 1 h
+        post("3", "Bouygues Telecom, je vais résilier", author="blog.example/Bob"),  # no cooldown for Bob
+    ]
+    with db.session() as session:
+        result = pipeline.ingest(session, batch, source="blogs", now=later)
+    assert (result.flags, result.cases_opened, result.alerts_queued) == (2, 2, 1)
+    with db.session() as session:
+        flags = {
+            flag.mention_id: flag
+            for flag in session.scalars(select(FlagRow).where(FlagRow.created_at == later))
+        }
+        ids = {
+            external: row_id
+            for external, row_id in session.execute(select(MentionRow.external_id, MentionRow.id))
+        }
+        cooled, bobs = flags[ids["2"]], flags[ids["3"]]
+        assert cooled.explanation["cooldown"] == "no alert: this rule flagged the same author within 1h"
+        assert "cooldown" not in bobs.explanation
+        alerted = set(session.scalars(select(OutboxRow.flag_id)))
+        assert cooled.id not in alerted and bobs.id in alerted
+    assert (1, "reopened", "2") in timeline(db)
+
+
+def test_a_batch_mixing_complaints_follow_ups_and_replies(
+    db: Database, make_settings: Callable[..., Settings]
+) -> None:
+    channels = {"ops": {**CHANNELS["ops"], "notify_resolved": True}}
+    pipeline = Pipeline(make_settings(rules=RULES, channels=channels), enrichers=[scored])
+    batch = [
+        post("1", "Bouygues Telecom en panne depuis hier", author="x:1", conversation_id="c1"),
+        post("2", "Bouygues Telecom: ça remarche, merci !", author="x:1"),  # her happy follow-up
+        post("3", "@bouyguestelecom pareil ici", author="x:2", conversation_id="c1"),  # a reply
+        post(
+            "4",
+            "Bouygues Telecom: nous regardons",
+            author="x:9",
+            author_handle="bouyguestelecom",
+            conversation_id="c1",
+        ),
+        post("5", "Bouygues Telecom: rien à voir", author="x:3"),  # no case, no conversation
+    ]
+    with db.session() as session:
+        result = pipeline.ingest(session, batch, source="x", now=NOW)
+    assert (result.stored, result.flags, result.cases_opened, result.alerts_queued) == (5, 1, 1, 1)
+    with db.session() as session:
+        (case,) = session.scalars(select(CaseRow))
+        assert (case.status, case.hint, case.updated_at) == ("new", "customer seems satisfied", NOW)
+        notices = list(session.scalars(select(OutboxRow).where(OutboxRow.kind == "resolution-suggested")))
+        hint_id = session.scalar(select(CaseEventRow.id).where(CaseEventRow.kind == "hint"))
+        assert [(n.event_key, n.case_id) for n in notices] == [(f"case-event:{hint_id}", case.id)]
+    assert timeline(db) == [
+        (case.id, "opened", "1"),
+        (case.id, "mention", "2"),
+        (case.id, "hint", "2"),
+        (case.id, "conversation", "3"),
+        (case.id, "brand-reply", "4"),
+    ]
+
+
+def test_auto_resolve_resolves_once_when_two_happy_posts_come_in_one_batch(
+    db: Database, make_settings: Callable[..., Settings]
+) -> None:
+    channels = {"ops": {**CHANNELS["ops"], "notify_resolved": True}}
+    pipeline = Pipeline(make_settings(rules=RULES, channels=channels, auto_resolve=True), enrichers=[scored])
+    with db.session() as session:
+        pipeline.ingest(session, [post("1", "Bouygues Telecom en panne")], source="blogs", now=NOW)
+    later = NOW + timedelta(hours=1)
+    batch = [post("2", "Bouygues Telecom remarche, merci"), post("3", "Encore merci Bouygues Telecom")]
+    with db.session() as session:
+        pipeline.ingest(session, batch, source="blogs", now=later)
+    with db.session() as session:
+        (case,) = session.scalars(select(CaseRow))
+        assert (case.status, case.resolved_at, case.updated_at) == ("resolved", later, later)
+        (notice,) = session.scalars(select(OutboxRow).where(OutboxRow.kind == "resolved"))
+        resolved = session.scalar(select(CaseEventRow).where(CaseEventRow.kind == "resolved"))
+        assert resolved is not None and (resolved.actor, notice.event_key) == (
+            "monitor",
+            f"case-event:{resolved.id}",
+        )
+    # The second post came after the case was resolved: it joins nothing, as in a later batch.
+    assert [kind for _, kind, _ in timeline(db)] == ["opened", "mention", "hint", "resolved"]
+
+
+def test_scores_of_mixed_number_types_are_stored(
+    db: Database, make_settings: Callable[..., Settings]
+) -> None:
+    """A batch's values are written column by column: an int among floats, a NumPy number
+    (what an analysis may hand back) must store as they did one row at a time."""
+    import numpy as np
+
+    def mixed(mentions: list[Mention]) -> list[Mention]:
+        for n, mention in enumerate(mentions):
+            mention.sentiment = [0, 0.5, np.float64(-0.25)][n]  # type: ignore[assignment]
+            mention.complaint_score = [np.float32(0.75), None, 1][n]  # type: ignore[assignment]
+            mention.author_followers = [np.int64(12), 7, None][n]  # type: ignore[assignment]
+        return mentions
+
+    pipeline = Pipeline(make_settings(rules=RULES, channels=CHANNELS), enrichers=[mixed])
+    batch = [post(str(n), f"Bouygues Telecom en panne {n}", author=f"x:{n}") for n in range(3)]
+    with db.session() as session:
+        result = pipeline.ingest(session, batch, source="x", now=NOW)
+    assert (result.stored, result.flags) == (3, 3)
+    with db.session() as session:
+        stored = {m["external_id"]: m for m in queries.list_mentions(session)}
+    assert [stored[str(n)]["sentiment"] for n in range(3)] == [0.0, 0.5, -0.25]
+    assert [stored[str(n)]["complaint_score"] for n in range(3)] == [0.75, None, 1.0]
+    assert [stored[str(n)]["author_followers"] for n in range(3)] == [12, 7, None]

@@ -401,3 +401,49 @@ def test_feeds_of_a_source_are_fetched_concurrently_and_stored_in_order(
     assert not report.errors and report.totals.stored == 6
     assert [line.stream for line in report.streams] == urls  # stored stream by stream, in order
     assert in_flight["most"] >= 2
+
+
+def test_feeds_stored_together_in_one_transaction_fall_back_to_one_by_one_when_that_fails(
+    feed_server: FeedServer, db: Database, make_settings: Callable[..., Settings]
+) -> None:
+    """Clean feed responses are stored in groups (one analysis pass, one commit). A response that
+    fails the group's transaction costs only its own stream: the others are stored, each with its
+    cursor, and the failing stream records its error and keeps its old cursor for the next poll."""
+    from monitor.analysis.enrich import Analyzer
+    from monitor.pipeline import Pipeline
+
+    bodies = {
+        n: rss([{"title": f"Bouygues Telecom {word} {n}", "link": f"https://b.example/{n}", "guid": str(n)}])
+        for n, word in enumerate(["panne", "réseau", "POISON", "fibre", "box"])
+    }
+    urls = [feed_server.add(f"/g{n}", body, content_type="application/rss+xml") for n, body in bodies.items()]
+    settings = rss_settings(make_settings, *urls)
+    analyzer = Analyzer.for_settings(settings)
+    calls: list[int] = []
+
+    def enrich(mentions: list[Any]) -> list[Any]:
+        calls.append(len(mentions))
+        if any("POISON" in (m.title or "") for m in mentions):
+            raise RuntimeError("cannot analyse this post")
+        return analyzer(mentions)
+
+    collector = Collector(settings, db, pipeline=Pipeline(settings, enrichers=[enrich]))
+    try:
+        report = collector.collect()
+    finally:
+        collector.close()
+    assert calls[0] == 5  # the five responses went to the analysis as one batch first
+    assert [line.stream for line in report.streams] == urls
+    assert [line.stored for line in report.streams] == [1, 1, 0, 1, 1]
+    (failed,) = report.errors
+    assert failed.stream == urls[2] and "RuntimeError" in (failed.error or "")
+    assert sorted(mentions_by_id(db)) == ["0", "1", "3", "4"]
+    with db.session() as session:
+        cursors = {url: state.get_state(session, "blogs", url).cursor for url in urls}
+    assert not cursors[urls[2]]
+    assert all((cursors[url] or {}).get("etag") for n, url in enumerate(urls) if n != 2)
+
+    # Grouped or not, every stored post went through the whole path once.
+    report = collect(settings, db)  # the real analyzer now: the poisoned post is stored too
+    assert not report.errors
+    assert sorted(mentions_by_id(db)) == ["0", "1", "2", "3", "4"]

@@ -24,7 +24,8 @@ from monitor.confbase import severity_rank
 from monitor.errors import DeliveryError
 from monitor.logs import RedactSecrets, secret_values
 from monitor.storage.db import Database
-from monitor.storage.tables import AggregateAlertRow, CaseRow, FlagRow, MentionRow, OutboxRow
+from monitor.storage.queries import insert_values
+from monitor.storage.tables import OUTBOX, AggregateAlertRow, CaseRow, FlagRow, MentionRow, OutboxRow
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=5)  # default of a channel's `lease`
@@ -36,8 +37,7 @@ def wants(channel: ChannelConfig, severity: str) -> bool:
     return severity_rank(severity) >= severity_rank(channel.min_severity)
 
 
-def enqueue_flag(
-    session: Session,
+def flag_alerts(
     *,
     flag_id: int,
     case_id: int | None,
@@ -45,16 +45,32 @@ def enqueue_flag(
     channels: Iterable[str],
     configured: Mapping[str, ChannelConfig],
     now: datetime,
-) -> int:
-    """One pending row per channel that wants this severity; returns how many were queued."""
-    queued = 0
+) -> list[dict[str, Any]]:
+    """The outbox rows announcing a flag: one per channel that wants this severity.
+
+    Rows, not writes: the pipeline inserts a whole batch's alerts in one statement
+    (`insert_alerts`), in the transaction of their flags.
+    """
+    rows = []
     for name in dict.fromkeys(channels):
         channel = configured.get(name)
-        if channel is None or not wants(channel, severity):
-            continue
-        session.add(_row(f"flag:{flag_id}", "flag", name, now, flag_id=flag_id, case_id=case_id))
-        queued += 1
-    return queued
+        if channel is not None and wants(channel, severity):
+            rows.append(_row(f"flag:{flag_id}", "flag", name, now, flag_id=flag_id, case_id=case_id))
+    return rows
+
+
+def case_event_alerts(
+    *, event_id: int, case_id: int, kind: str, configured: Mapping[str, ChannelConfig], now: datetime
+) -> list[dict[str, Any]]:
+    """A resolution notice ("resolved", or "resolution-suggested" when the author seems
+    satisfied) for every channel that asked for them with `notify_resolved`."""
+    if kind not in ("resolved", "resolution-suggested"):
+        return []
+    return [
+        _row(f"case-event:{event_id}", kind, name, now, flag_id=None, case_id=case_id)
+        for name, channel in configured.items()
+        if channel.notify_resolved
+    ]
 
 
 def enqueue_case_event(
@@ -66,27 +82,41 @@ def enqueue_case_event(
     configured: Mapping[str, ChannelConfig],
     now: datetime,
 ) -> int:
-    """A resolution notice ("resolved", or "resolution-suggested" when the author seems
-    satisfied) for every channel that asked for them with `notify_resolved`."""
-    queued = 0
-    for name, channel in configured.items():
-        if kind in ("resolved", "resolution-suggested") and channel.notify_resolved:
-            session.add(_row(f"case-event:{event_id}", kind, name, now, case_id=case_id))
-            queued += 1
-    return queued
+    """Queue a case event's notices now (a command's single event); returns how many."""
+    rows = case_event_alerts(event_id=event_id, case_id=case_id, kind=kind, configured=configured, now=now)
+    insert_alerts(session, rows)
+    return len(rows)
 
 
-def _row(event_key: str, kind: str, channel: str, now: datetime, **ids: Any) -> OutboxRow:
-    return OutboxRow(
-        event_key=event_key,
-        kind=kind,
-        channel=channel,
-        status="pending",
-        attempts=0,
-        next_try_at=now,
-        created_at=now,
+def insert_alerts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Write outbox rows (from `flag_alerts` / `case_event_alerts`) in one statement."""
+    insert_values(session, OUTBOX, _COLUMNS, [tuple(row[c] for c in _COLUMNS) for row in rows])
+
+
+_COLUMNS = (
+    "event_key",
+    "kind",
+    "channel",
+    "status",
+    "attempts",
+    "next_try_at",
+    "created_at",
+    "flag_id",
+    "case_id",
+)
+
+
+def _row(event_key: str, kind: str, channel: str, now: datetime, **ids: Any) -> dict[str, Any]:
+    return {
+        "event_key": event_key,
+        "kind": kind,
+        "channel": channel,
+        "status": "pending",
+        "attempts": 0,
+        "next_try_at": now,
+        "created_at": now,
         **ids,
-    )
+    }
 
 
 def build_message(session: Session, row: OutboxRow) -> AlertMessage:

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
+from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, func, select, text
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeEngine
 
+from monitor.errors import StorageError
 from monitor.mention import Mention
-from monitor.storage.tables import CaseRow, FlagRow, MentionRow
+from monitor.storage.tables import FLAGS, MENTIONS, CaseRow, FlagRow, MentionRow, UTCDateTime
 
 _CHUNK = 500
+# Bound values per statement: SQLite allows 32,766, PostgreSQL 65,535.
+_MAX_PARAMETERS = 30_000
 MENTION_COLUMNS = [
     "source",
     "external_id",
@@ -35,46 +43,194 @@ MENTION_COLUMNS = [
     "complaint_score",
     "churn",
 ]
+FLAG_COLUMNS = ("mention_id", "case_id", "rule", "severity", "priority", "explanation", "created_at")
+
+
+# The ids bound as one value (a JSON list, an array), one index probe each. On PostgreSQL
+# `external_id IN (…)` would read every mention of the source at each batch in a table never
+# analysed yet (a new database, its first minutes); a hundred-item expanding IN also cost
+# SQLAlchemy more than SQLite's lookups.
+_KNOWN = {
+    "sqlite": text(
+        "SELECT external_id FROM mentions"
+        " WHERE source = :source AND external_id IN (SELECT value FROM json_each(:ids))"
+    ),
+    "postgresql": text(
+        "SELECT wanted.id FROM unnest(CAST(:ids AS VARCHAR[])) AS wanted(id) CROSS JOIN LATERAL"
+        " (SELECT 1 FROM mentions WHERE source = :source AND external_id = wanted.id LIMIT 1) AS hit"
+    ),
+}
 
 
 def known_external_ids(session: Session, source: str, external_ids: Sequence[str]) -> set[str]:
     """Which of these ids are already stored, so the pipeline analyses only new posts."""
+    dialect = session.get_bind().dialect.name
     found: set[str] = set()
     for start in range(0, len(external_ids), _CHUNK):
-        chunk = external_ids[start : start + _CHUNK]
+        chunk = list(external_ids[start : start + _CHUNK])
         found.update(
             session.scalars(
-                select(MentionRow.external_id).where(
-                    MentionRow.source == source, MentionRow.external_id.in_(chunk)
-                )
+                _KNOWN[dialect],
+                {"source": source, "ids": chunk if dialect == "postgresql" else json.dumps(chunk)},
             )
         )
     return found
 
 
 def insert_mentions(session: Session, mentions: Sequence[Mention]) -> list[Mention]:
-    """Insert, skipping any (source, external_id) already stored; return the stored ones with ids.
+    """Insert, skipping any (source, external_id) already stored; return the stored ones with ids,
+    in the order given.
 
     ON CONFLICT DO NOTHING makes the write idempotent even when two nodes race on one post.
     """
     if not mentions:
         return []
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     by_key = {(m.source, m.external_id): m for m in mentions}
-    stored: list[Mention] = []
-    rows = [{column: getattr(m, column) for column in MENTION_COLUMNS} for m in by_key.values()]
-    for start in range(0, len(rows), _CHUNK):
-        statement = (
-            insert(MentionRow)
-            .on_conflict_do_nothing(index_elements=["source", "external_id"])
-            .returning(MentionRow.id, MentionRow.source, MentionRow.external_id)
-        )
-        for row_id, source, external_id in session.execute(statement, rows[start : start + _CHUNK]):
-            mention = by_key[(source, external_id)]
-            mention.id = row_id
+    values = attrgetter(*MENTION_COLUMNS)
+    returned = insert_values(
+        session,
+        MENTIONS,
+        MENTION_COLUMNS,
+        [values(m) for m in by_key.values()],
+        returning=("id", "source", "external_id"),
+        skip_conflicts=True,
+    )
+    ids = {(source, external_id): row_id for row_id, source, external_id in returned}
+    stored = []
+    for key, mention in by_key.items():
+        if key in ids:
+            mention.id = ids[key]
             stored.append(mention)
     return stored
+
+
+def insert_values(
+    session: Session,
+    table: Table,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    returning: Sequence[str] = (),
+    skip_conflicts: bool = False,
+) -> list[Any]:
+    """INSERT rows (value tuples in `columns` order) in one statement (per chunk on SQLite);
+    the RETURNING columns of the rows written, as the driver gives them.
+
+    The values go through the columns' own SQLAlchemy types (bind processors), as with
+    `session.execute(table.insert(), rows)`; what is left out is its bookkeeping per row, which
+    cost more than SQLite's own work for the small rows of the ingest path. SQLite gets a
+    multi-row VALUES; PostgreSQL one array per column (`unnest`): a VALUES of 1,800 parameters
+    is planned anew at each batch and cost it twice the rows' own work. `skip_conflicts` skips a
+    row that breaks a unique constraint (ON CONFLICT DO NOTHING): it is not returned.
+    """
+    if not rows:
+        return []
+    connection = session.connection()
+    dialect = connection.dialect
+    if dialect.name not in ("sqlite", "postgresql"):  # pragma: no cover - the two supported backends
+        raise StorageError(f"bulk insert does not support {dialect.name}")
+    quote = dialect.identifier_preparer.quote
+    head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(table.c[c].name) for c in columns)}) "
+    tail = " ON CONFLICT DO NOTHING" if skip_conflicts else ""
+    if returning:
+        tail += f" RETURNING {', '.join(quote(table.c[name].name) for name in returning)}"
+    values = _bound_columns(table, columns, rows, dialect)
+    if dialect.name == "postgresql":
+        # In the rows' order (WITH ORDINALITY): ids, and so a case's timeline, follow it.
+        arrays = ", ".join(f"CAST(%s AS {_array_type(table.c[c].type, dialect)})" for c in columns)
+        names = ", ".join(f"c{i}" for i in range(len(columns)))
+        result = connection.exec_driver_sql(
+            f"{head}SELECT {names} FROM unnest({arrays}) WITH ORDINALITY AS v({names}, n) ORDER BY n{tail}",
+            tuple(values),
+        )
+        return list(result.all()) if returning else []
+    marks = "(" + ", ".join("?" for _ in columns) + ")"
+    found: list[Any] = []
+    size = max(1, _MAX_PARAMETERS // len(columns))
+    for start in range(0, len(rows), size):
+        chunk = [column[start : start + size] for column in values]
+        parameters = tuple(chain.from_iterable(zip(*chunk, strict=True)))
+        result = connection.exec_driver_sql(
+            f"{head}VALUES {', '.join([marks] * len(chunk[0]))}{tail}", parameters
+        )
+        if returning:
+            found.extend(result.all())
+    return found
+
+
+def _bound_columns(
+    table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]], dialect: Dialect
+) -> list[list[Any]]:
+    """The rows' values column by column, as the driver takes them: through each column
+    type's bind processor (a timestamp column's, once per distinct value: a batch has few).
+
+    Numbers are made plain `int` and `float` (and, for PostgreSQL's arrays, strings plain
+    `str`): sqlite3 would store a NumPy integer as a blob, and psycopg refuses a list that
+    mixes types (an int among floats).
+    """
+    bound = [list(values) for values in zip(*rows, strict=True)]
+    for i, name in enumerate(columns):
+        type_ = table.c[name].type
+        process = type_.dialect_impl(dialect).bind_processor(dialect)
+        if process is None:
+            kind = type_.python_type
+            if kind in (int, float) or (kind is str and dialect.name == "postgresql"):
+                bound[i] = [None if v is None else kind(v) for v in bound[i]]
+            continue
+        if isinstance(type_, UTCDateTime):
+            converted: dict[Any, Any] = {}
+            bound[i] = [
+                converted[v] if v in converted else converted.setdefault(v, process(v)) for v in bound[i]
+            ]
+        else:
+            bound[i] = [process(v) for v in bound[i]]
+    return bound
+
+
+def _array_type(type_: TypeEngine[Any], dialect: Dialect) -> str:
+    """`VARCHAR[]` for a VARCHAR(64) column: a cast to VARCHAR(64) would cut a longer value
+    silently, where the insert itself refuses it."""
+    return re.sub(r"\(.*?\)", "", type_.compile(dialect=dialect)) + "[]"
+
+
+def insert_flags(
+    session: Session, rows: Sequence[Sequence[Any]], *, ids: bool = True
+) -> dict[tuple[int, str], int]:
+    """Insert a batch's flags (`FLAG_COLUMNS` tuples) in one statement; their ids by
+    (mention id, rule), when `ids`.
+
+    The ids come back with the rows' unique key, so nothing relies on the order of RETURNING.
+    """
+    returning = ("id", "mention_id", "rule") if ids else ()
+    returned = insert_values(session, FLAGS, FLAG_COLUMNS, rows, returning=returning)
+    return {(mention_id, rule): flag_id for flag_id, mention_id, rule in returned}
+
+
+def latest_flags(
+    session: Session, keys: Iterable[tuple[str, str, str]], since: datetime
+) -> dict[tuple[str, str, str], datetime]:
+    """When each (rule, brand, author id) was last flagged after `since`, in one query: the
+    rules' cooldowns for a whole batch."""
+    wanted = set(keys)
+    if not wanted:
+        return {}
+    query = (
+        select(FlagRow.rule, MentionRow.brand, MentionRow.author_id, func.max(FlagRow.created_at))
+        .join(MentionRow, MentionRow.id == FlagRow.mention_id)
+        .where(
+            FlagRow.rule.in_(list({rule for rule, _, _ in wanted})),
+            FlagRow.created_at > since,
+            MentionRow.brand.in_(list({brand for _, brand, _ in wanted})),
+            MentionRow.author_id.in_(list({author for _, _, author in wanted})),
+        )
+        .group_by(FlagRow.rule, MentionRow.brand, MentionRow.author_id)
+    )
+    latest: dict[tuple[str, str, str], datetime] = {}
+    for rule, brand, author, at in session.execute(query):
+        key = (rule, brand, str(author))
+        if key in wanted and at is not None:
+            latest[key] = at
+    return latest
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -229,3 +230,12 @@ class AggregateAlertRow(Base):
     window_end: Mapped[datetime] = mapped_column(UTCDateTime)
     explanation: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# The Core tables, for the ingest path's bulk statements: one INSERT or UPDATE per batch and table,
+# with no unit-of-work bookkeeping per row.
+MENTIONS = cast(Table, MentionRow.__table__)
+CASES = cast(Table, CaseRow.__table__)
+CASE_EVENTS = cast(Table, CaseEventRow.__table__)
+FLAGS = cast(Table, FlagRow.__table__)
+OUTBOX = cast(Table, OutboxRow.__table__)

@@ -41,6 +41,11 @@ def config(tmp_path: Path, db_url: str, feed_server: FeedServer) -> Path:
         },
     ]
     url = feed_server.add("/rss", rss(items), content_type="application/rss+xml")
+    return feed_config(tmp_path, db_url, url)
+
+
+def feed_config(tmp_path: Path, db_url: str, url: str) -> Path:
+    """A config file: the Bouygues Telecom brand and one RSS source on `url`."""
     path = tmp_path / "monitor.yaml"
     path.write_text(
         json.dumps(
@@ -243,17 +248,7 @@ def test_tables_show_the_first_100_rows_and_say_so_scripts_get_all(
         for n in range(105)
     ]
     url = feed_server.add("/many", rss(items), content_type="application/rss+xml")
-    path = tmp_path / "monitor.yaml"
-    path.write_text(
-        json.dumps(
-            {
-                "database": db_url,
-                "brands": [{"name": "Bouygues Telecom"}],
-                "sources": [{"type": "rss", "name": "blogs", "urls": [url]}],
-            }
-        )
-    )
-    config = ("--config", str(path))
+    config = ("--config", str(feed_config(tmp_path, db_url, url)))
     assert run(capsys, *config, "collect", "--once")[0] == 0
     for command, noun in (("mentions", "mentions"), ("report", "flagged posts")):
         _, out, _ = run(capsys, *config, command)

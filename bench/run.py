@@ -695,23 +695,45 @@ def bench_memory(count: int, cycles: int, *, ml: bool = False) -> list[dict[str,
     ]
 
 
+def _size(quick: bool) -> int:
+    return 2_000 if quick else 20_000
+
+
+def _feeds(quick: bool) -> int:
+    return 50 if quick else 1000
+
+
+# Each group runs one or more rows; `--only` picks groups by these names.
+GROUPS: dict[str, Callable[[bool], list[dict[str, object]]]] = {
+    "enrich": lambda quick: bench_enrich(_size(quick)),
+    "enrich-ml": lambda quick: bench_enrich_ml(200 if quick else 1000),
+    "ingest": lambda quick: bench_ingest(_size(quick)),
+    "feeds": lambda quick: bench_feeds(_feeds(quick)),
+    "report": lambda quick: bench_report(20_000 if quick else 1_000_000),
+    "memory": lambda quick: bench_memory(_feeds(quick), 3 if quick else 10),
+    "memory-ml": lambda quick: bench_memory(_feeds(quick), 3 if quick else 10, ml=True),
+    "postgres": lambda quick: bench_postgres(_size(quick)),
+    "rules-scaling": lambda quick: bench_rules_scaling(_size(quick)),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small inputs (seconds)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    args = parser.parse_args(argv)
-    size = 2_000 if args.quick else 20_000
-    results = (
-        bench_enrich(size)
-        + bench_enrich_ml(200 if args.quick else 1000)
-        + bench_ingest(size)
-        + bench_feeds(50 if args.quick else 1000)
-        + bench_report(20_000 if args.quick else 1_000_000)
-        + bench_memory(50 if args.quick else 1000, 3 if args.quick else 10)
-        + bench_memory(50 if args.quick else 1000, 3 if args.quick else 10, ml=True)
-        + bench_postgres(size)
+    parser.add_argument(
+        "--only",
+        metavar="GROUPS",
+        help=f"comma-separated groups to run ({', '.join(GROUPS)}); default all",
     )
-    results += bench_rules_scaling(size)
+    args = parser.parse_args(argv)
+    chosen = list(GROUPS) if not args.only else [g.strip() for g in args.only.split(",")]
+    unknown = [g for g in chosen if g not in GROUPS]
+    if unknown:
+        parser.error(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
+    results: list[dict[str, object]] = []
+    for group in chosen:
+        results += GROUPS[group](args.quick)
     for result in results:
         if args.json:
             print(json.dumps(result))

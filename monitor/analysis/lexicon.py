@@ -14,6 +14,7 @@ from importlib import resources
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from monitor.analysis.text import fold
+from monitor.analysis.vader import Vader
 
 _TOKEN = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?|[\U0001F300-\U0001FAFF\u2600-\u27BF]", re.UNICODE)
 _FR_NEGATIONS = frozenset({"ne", "n", "pas", "jamais", "rien", "aucun", "aucune", "sans", "ni", "personne"})
@@ -59,13 +60,18 @@ def _french_valences() -> dict[str, float]:
 
 def load() -> None:
     """Build both lexicons now (the French one scores VADER's emoji descriptions: about a second)."""
-    _vader()
+    _fast_vader()
     _french_valences()
 
 
+@cache
+def _fast_vader() -> Vader:
+    return Vader(_vader())
+
+
 def english(text: str) -> tuple[float, float, float]:
-    """(positive, negative, compound) from VADER."""
-    scores = _vader().polarity_scores(text)
+    """(positive, negative, compound) from VADER (its faster port, same scores)."""
+    scores = _fast_vader().polarity_scores(text)
     return scores["pos"], scores["neg"], scores["compound"]
 
 

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from itertools import chain, pairwise
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -64,7 +65,10 @@ def word_ngrams(text: str, low: int, high: int) -> list[str]:
     tokens = _TOKEN.findall(text.lower())
     grams = list(tokens) if low == 1 else []
     for n in range(max(low, 2), min(high, len(tokens)) + 1):
-        grams.extend(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+        if n == 2:
+            grams.extend([f"{a} {b}" for a, b in pairwise(tokens)])
+        else:
+            grams.extend(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
     return grams
 
 
@@ -101,47 +105,70 @@ class TfidfFeatures:
     def __post_init__(self) -> None:
         if not self.vocabulary:
             self.vocabulary = {term: i for i, term in enumerate(self.terms)}
+        self.offset = 0  # where this block's columns start in the model's feature matrix
         # Character n-grams never cross words, and words repeat: their columns are kept per word.
         self._word_columns: dict[str, tuple[int, ...]] = {}
 
-    def _columns(self, text: str) -> list[int]:
-        get, (low, high) = self.vocabulary.get, self.ngram_range
+    def columns(self, lowered: str) -> list[int]:
+        """Feature columns (with `offset`) of the n-grams of an already lower-cased text."""
+        get, (low, high), offset = self.vocabulary.get, self.ngram_range, self.offset
         if self.analyzer == "word":
-            return [i for i in map(get, word_ngrams(text, low, high)) if i is not None]
-        columns: list[int] = []
+            found = [i for i in map(get, word_ngrams(lowered, low, high)) if i is not None]
+            return [i + offset for i in found] if offset else found
         cache = self._word_columns
-        for word in text.lower().split():
-            found = cache.get(word)
-            if found is None:
-                found = tuple(i for i in map(get, _word_char_ngrams(word, low, high)) if i is not None)
-                if len(cache) >= WORD_CACHE:
-                    cache.clear()
-                cache[word] = found
-            columns.extend(found)
-        return columns
+        words = lowered.split()
+        per_word = list(map(cache.get, words))
+        if None in per_word:
+            for k, word in enumerate(words):
+                if per_word[k] is None:
+                    grams = _word_char_ngrams(word, low, high)
+                    known = tuple(i + offset for i in map(get, grams) if i is not None)
+                    if len(cache) >= WORD_CACHE:
+                        cache.clear()
+                    per_word[k] = cache[word] = known
+        return list(chain.from_iterable(per_word))  # type: ignore[arg-type]
 
-    def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
-        """Python only makes the n-grams and looks them up; counting and weighting are array work."""
-        columns: list[int] = []
-        indptr = [0]
-        for text in texts:
-            columns.extend(self._columns(text))
-            indptr.append(len(columns))
-        shape = (len(texts), len(self.terms))
-        counts = sp.csr_matrix(
-            (
-                np.ones(len(columns), dtype=np.float32),
-                np.asarray(columns, dtype=np.int32),
-                np.asarray(indptr),
-            ),
-            shape=shape,
-        )
-        counts.sum_duplicates()  # one entry per (text, term), holding its count; indices sorted
-        weights = (np.log(counts.data) + 1.0) * self.idf[counts.indices]
-        rows = np.repeat(np.arange(shape[0]), np.diff(counts.indptr))
-        norms = np.sqrt(np.bincount(rows, weights=weights * weights, minlength=shape[0]))
-        weights /= norms[rows]
-        return sp.csr_matrix((weights.astype(np.float32), counts.indices, counts.indptr), shape=shape)
+
+def tfidf_matrix(
+    features: Sequence[TfidfFeatures], lowered: Sequence[str], extra: np.ndarray | None = None
+) -> sp.csr_matrix:
+    """One CSR matrix for several tf-idf blocks side by side (then `extra` dense columns).
+
+    Python only makes the n-grams and looks their columns up; counting, weighting and the
+    per-block unit length are array work over the whole batch at once.
+    """
+    width = sum(len(f.terms) for f in features)
+    columns: list[int] = []
+    ends: list[int] = []
+    for text in lowered:
+        for block in features:
+            columns.extend(block.columns(text))
+        ends.append(len(columns))
+    rows = np.repeat(np.arange(len(lowered), dtype=np.int64), np.diff(np.asarray([0, *ends])))
+    total = width + (extra.shape[1] if extra is not None else 0)
+    keys, counts = np.unique(rows * total + np.asarray(columns, dtype=np.int64), return_counts=True)
+    rows = keys // total
+    cols = keys - rows * total
+    idf = np.concatenate([f.idf for f in features]).astype(np.float32, copy=False)
+    weights = (np.log(counts.astype(np.float32)) + np.float32(1.0)) * idf[cols]
+    # Each block is scaled to unit length on its own, as each vectoriser does.
+    starts = np.asarray([f.offset for f in features[1:]], dtype=np.int64)
+    part = rows * len(features) + np.searchsorted(starts, cols, side="right")
+    norms = np.sqrt(np.bincount(part, weights=weights * weights, minlength=len(lowered) * len(features)))
+    weights /= norms[part].astype(np.float32)
+    if extra is not None and extra.size:
+        extra_rows, extra_cols = np.nonzero(extra)
+        keys = np.concatenate([keys, extra_rows * total + width + extra_cols])
+        weights = np.concatenate([weights, extra[extra_rows, extra_cols].astype(np.float32)])
+        order = np.argsort(keys, kind="stable")
+        keys, weights = keys[order], weights[order]
+        rows = keys // total
+        cols = keys - rows * total
+    indptr = np.zeros(len(lowered) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=len(lowered)), out=indptr[1:])
+    return sp.csr_matrix(
+        (weights.astype(np.float32, copy=False), cols.astype(np.int32), indptr), shape=(len(lowered), total)
+    )
 
 
 @dataclass
@@ -185,41 +212,67 @@ class LanguageModel:
     complaint: LinearClassifier | None = None
     churn: LinearClassifier | None = None
     complaint_embedding: LinearClassifier | None = None
+    _explaining: tuple[frozenset[str], np.ndarray] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.chars.offset = len(self.words.terms)
 
     def features(self, texts: Sequence[str], *, prepared: bool = False) -> sp.csr_matrix:
+        """Word n-grams, character n-grams, then the lexicon scores: one matrix, one pass."""
         if not prepared:
             texts = [model_text(t) for t in texts]
-        return sp.hstack(
-            [
-                self.words.transform(texts),
-                self.chars.transform(texts),
-                lexicon_features(texts, self.lang),
-            ]
-        ).tocsr()
+        lexicon_scores = np.asarray([lexicon.scores(t, self.lang) for t in texts], dtype=np.float32)
+        return tfidf_matrix(
+            [self.words, self.chars],
+            [t.lower() for t in texts],
+            lexicon_scores.reshape(len(texts), LEXICON_COLUMNS) * LEXICON_WEIGHT,
+        )
 
     def top_words(
         self,
         features: sp.csr_matrix,
-        row: int,
+        rows: Sequence[int],
         classifier: LinearClassifier,
         stopwords: frozenset[str],
         k: int = 4,
-    ) -> list[str]:
-        """The word n-grams that pushed this text's score up most: the model's evidence."""
+    ) -> dict[int, list[str]]:
+        """Per row, the word n-grams that pushed its score up most: the model's evidence.
+
+        The contributions of all the chosen rows are ranked with a few array operations; Python
+        only walks the positive ones, strongest first.
+        """
+        if not rows:
+            return {}
         names = self.words.terms
-        start, end = features.indptr[row], features.indptr[row + 1]
-        columns, values = features.indices[start:end], features.data[start:end]
-        in_words = columns < len(names)
-        columns, values = columns[in_words], values[in_words]
-        contributions = values * classifier.evidence_weights[columns]
-        words: list[str] = []
-        for i in np.argsort(-contributions):
-            if contributions[i] <= 0 or len(words) == k:
-                break
-            name = names[columns[i]]
-            if not all(token in stopwords or len(token) < 3 for token in name.split()):
-                words.append(name)
-        return words
+        chosen = np.asarray(rows, dtype=np.int64)
+        starts, lengths = features.indptr[chosen], np.diff(features.indptr)[chosen]
+        # Positions of the chosen rows' entries, and which chosen row each belongs to.
+        positions = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+        owner = np.repeat(np.arange(len(rows)), lengths)
+        columns = features.indices[positions]
+        words = columns < len(names)
+        columns, owner = columns[words], owner[words]
+        pushes = features.data[positions[words]] * classifier.evidence_weights[columns]
+        shown = (pushes > 0) & self._explains(stopwords)[columns]
+        columns, owner, pushes = columns[shown], owner[shown], pushes[shown]
+        order = np.lexsort((-pushes, owner))  # by row, strongest push first
+        owner, columns = owner[order], columns[order]
+        first = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])  # where each row's run starts
+        rank = np.arange(len(owner)) - np.repeat(first, np.diff(np.r_[first, len(owner)]))
+        found: dict[int, list[str]] = {row: [] for row in rows}
+        for index, column in zip(owner[rank < k].tolist(), columns[rank < k].tolist(), strict=True):
+            found[rows[index]].append(names[column])
+        return found
+
+    def _explains(self, stopwords: frozenset[str]) -> np.ndarray:
+        """Per word column: whether it can explain a score (not only stopwords and short tokens)."""
+        if self._explaining is None or self._explaining[0] is not stopwords:
+            mask = np.array(
+                [not all(t in stopwords or len(t) < 3 for t in name.split()) for name in self.words.terms],
+                dtype=bool,
+            )
+            self._explaining = (stopwords, mask)
+        return self._explaining[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,28 +323,36 @@ class DetectionModel:
                 lambda rows: head.predict_proba(embeddings.embed([prepared[i] for i in rows]))[:, 1],
             )
         churn = model.churn.predict_proba(features)[:, 1] if model.churn is not None else None
-        results: list[Scores | None] = []
-        for row in range(len(texts)):
-            negative, _neutral, positive = sentiment[row]
-            score = float(complaint[row]) if complaint is not None else None
-            words: tuple[str, ...] = ()
-            if score is not None and score >= explain_above and model.complaint is not None:
-                words = tuple(model.top_words(features, row, model.complaint, self.stopwords))
-            churn_score = float(churn[row]) if churn is not None else None
-            churn_words: tuple[str, ...] = ()
-            if churn_score is not None and churn_score >= explain_above and model.churn is not None:
-                churn_words = tuple(model.top_words(features, row, model.churn, self.stopwords))
-            results.append(
-                Scores(
-                    sentiment=round(float(positive - negative), 4),
-                    sentiment_label=SENTIMENTS[int(np.argmax(sentiment[row]))],
-                    complaint=round(score, 4) if score is not None else None,
-                    complaint_words=words,
-                    churn=round(churn_score, 4) if churn_score is not None else None,
-                    churn_words=churn_words,
-                )
+        complaint_words = (
+            model.top_words(
+                features, np.flatnonzero(complaint >= explain_above).tolist(), model.complaint, self.stopwords
             )
-        return results
+            if complaint is not None and model.complaint is not None
+            else {}
+        )
+        churn_words = (
+            model.top_words(
+                features, np.flatnonzero(churn >= explain_above).tolist(), model.churn, self.stopwords
+            )
+            if churn is not None and model.churn is not None
+            else {}
+        )
+        balance = [round(x, 4) for x in (sentiment[:, 2] - sentiment[:, 0]).tolist()]
+        labels = sentiment.argmax(axis=1).tolist()
+        absent: list[float | None] = [None] * len(texts)
+        complaints = [round(x, 4) for x in complaint.tolist()] if complaint is not None else absent
+        churns = [round(x, 4) for x in churn.tolist()] if churn is not None else absent
+        return [
+            Scores(
+                sentiment=balance[row],
+                sentiment_label=SENTIMENTS[labels[row]],
+                complaint=complaints[row],
+                complaint_words=tuple(complaint_words.get(row, ())),
+                churn=churns[row],
+                churn_words=tuple(churn_words.get(row, ())),
+            )
+            for row in range(len(texts))
+        ]
 
     def save(self, path: Path) -> None:
         """Plain arrays only (no pickle): vocabularies as newline-joined UTF-8, weights as float32."""

@@ -84,6 +84,8 @@ class Analyzer:
         self.churn = ChurnDetector()
         lexicon.load()  # ~1 s of word lists: paid at start-up, not by the first poll's posts
         self.detector = _detector(self.languages, light)
+        if self.detector is not None:  # lingua loads its models on first use: ~0.3 s of CPU
+            self.detector.detect_language_of("load the language models now")
         self.embeddings = embeddings  # use the sentence encoder when monitor[ml] is installed
         # Brand names are proper nouns of no language ("Bouygues Telecom" reads as French,
         # "Free" as English): language detection does not see them.

@@ -78,9 +78,16 @@ def english(text: str) -> tuple[float, float, float]:
 def french(text: str) -> tuple[float, float, float]:
     """(positive, negative, balance) from the French word list, with negation flipping valence."""
     valences = _french_valences()
+    folded = fold(text)
+    tokens = _TOKEN.findall(folded)
+    if "n'" not in folded and _FR_NEGATIONS.isdisjoint(tokens):  # most posts: a plain sum
+        values = [v for v in map(valences.get, tokens) if v is not None]
+        positive = sum(v for v in values if v > 0)
+        negative = -sum(v for v in values if v < 0)
+        return positive / 4, negative / 4, (positive - negative) / 4
     positive = negative = 0.0
     negated = 0
-    for token in _TOKEN.findall(fold(text)):
+    for token in tokens:
         head = token.split("'", 1)[0]
         if token in _FR_NEGATIONS or head == "n":
             negated = NEGATION_WINDOW

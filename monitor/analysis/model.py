@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from itertools import chain, pairwise
+from itertools import chain, pairwise, repeat
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -110,11 +110,13 @@ class TfidfFeatures:
         self._word_columns: dict[str, tuple[int, ...]] = {}
 
     def columns(self, lowered: str) -> list[int]:
-        """Feature columns (with `offset`) of the n-grams of an already lower-cased text."""
+        """Feature columns (with `offset`) of the n-grams of an already lower-cased text; -1
+        stands for an n-gram out of the vocabulary (the caller drops those with one array test).
+        """
         get, (low, high), offset = self.vocabulary.get, self.ngram_range, self.offset
         if self.analyzer == "word":
-            found = [i for i in map(get, word_ngrams(lowered, low, high)) if i is not None]
-            return [i + offset for i in found] if offset else found
+            found = list(map(get, word_ngrams(lowered, low, high), repeat(-1)))
+            return [i + offset if i >= 0 else i for i in found] if offset else found
         cache = self._word_columns
         words = lowered.split()
         per_word = list(map(cache.get, words))
@@ -145,8 +147,16 @@ def tfidf_matrix(
             columns.extend(block.columns(text))
         ends.append(len(columns))
     rows = np.repeat(np.arange(len(lowered), dtype=np.int64), np.diff(np.asarray([0, *ends])))
+    found = np.asarray(columns, dtype=np.int64)
+    known = found >= 0
     total = width + (extra.shape[1] if extra is not None else 0)
-    keys, counts = np.unique(rows * total + np.asarray(columns, dtype=np.int64), return_counts=True)
+    # (row, column) keys, sorted and counted. The keys arrive row by row, so a stable sort
+    # (timsort, which merges runs) beats np.unique's; int32 when they fit halves the work.
+    kind = np.int32 if len(lowered) * total < 2**31 else np.int64
+    keys = np.sort((rows[known] * total + found[known]).astype(kind), kind="stable")
+    runs = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, np.int64)
+    counts = np.diff(np.r_[runs, len(keys)])
+    keys = keys[runs].astype(np.int64)
     rows = keys // total
     cols = keys - rows * total
     idf = np.concatenate([f.idf for f in features]).astype(np.float32, copy=False)

@@ -20,9 +20,10 @@ import re
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
-from itertools import chain, pairwise, repeat
+from itertools import pairwise, repeat
+from operator import is_not
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -92,7 +93,7 @@ def _word_char_ngrams(word: str, low: int, high: int) -> list[str]:
     return grams
 
 
-@dataclass
+@dataclass(eq=False)  # compared (and hashed) by identity: it holds arrays
 class TfidfFeatures:
     """A fitted tf-idf vectoriser: sublinear tf, idf weights, rows scaled to unit length."""
 
@@ -107,28 +108,29 @@ class TfidfFeatures:
             self.vocabulary = {term: i for i, term in enumerate(self.terms)}
         self.offset = 0  # where this block's columns start in the model's feature matrix
         # Character n-grams never cross words, and words repeat: their columns are kept per word.
-        self._word_columns: dict[str, tuple[int, ...]] = {}
+        self._word_columns: dict[str, np.ndarray] = {}
 
-    def columns(self, lowered: str) -> list[int]:
-        """Feature columns (with `offset`) of the n-grams of an already lower-cased text; -1
-        stands for an n-gram out of the vocabulary (the caller drops those with one array test).
+    def pieces(self, lowered: str) -> list[list[int]] | list[np.ndarray]:
+        """Feature columns (with `offset`) of the n-grams of an already lower-cased text, in
+        pieces (one list for word n-grams; one remembered array per word for character ones);
+        -1 stands for an n-gram out of the vocabulary (dropped later with one array test).
         """
         get, (low, high), offset = self.vocabulary.get, self.ngram_range, self.offset
         if self.analyzer == "word":
             found = list(map(get, word_ngrams(lowered, low, high), repeat(-1)))
-            return [i + offset if i >= 0 else i for i in found] if offset else found
+            return [[i + offset if i >= 0 else i for i in found] if offset else found]
         cache = self._word_columns
         words = lowered.split()
         per_word = list(map(cache.get, words))
-        if None in per_word:
+        if not all(map(is_not, per_word, repeat(None))):
             for k, word in enumerate(words):
                 if per_word[k] is None:
                     grams = _word_char_ngrams(word, low, high)
-                    known = tuple(i + offset for i in map(get, grams) if i is not None)
+                    known = np.array([i + offset for i in map(get, grams) if i is not None], dtype=np.int64)
                     if len(cache) >= WORD_CACHE:
                         cache.clear()
                     per_word[k] = cache[word] = known
-        return list(chain.from_iterable(per_word))  # type: ignore[arg-type]
+        return per_word  # type: ignore[return-value]
 
 
 def tfidf_matrix(
@@ -140,14 +142,16 @@ def tfidf_matrix(
     per-block unit length are array work over the whole batch at once.
     """
     width = sum(len(f.terms) for f in features)
-    columns: list[int] = []
-    ends: list[int] = []
+    pieces: list[list[int] | np.ndarray] = []
+    per_text: list[int] = []
     for text in lowered:
+        before = len(pieces)
         for block in features:
-            columns.extend(block.columns(text))
-        ends.append(len(columns))
-    rows = np.repeat(np.arange(len(lowered), dtype=np.int64), np.diff(np.asarray([0, *ends])))
-    found = np.asarray(columns, dtype=np.int64)
+            pieces.extend(block.pieces(text))
+        per_text.append(len(pieces) - before)
+    lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+    rows = np.repeat(np.repeat(np.arange(len(lowered), dtype=np.int64), per_text), lengths)
+    found = np.concatenate(pieces).astype(np.int64, copy=False) if pieces else np.zeros(0, np.int64)
     known = found >= 0
     total = width + (extra.shape[1] if extra is not None else 0)
     # (row, column) keys, sorted and counted. The keys arrive row by row, so a stable sort
@@ -159,26 +163,29 @@ def tfidf_matrix(
     keys = keys[runs].astype(np.int64)
     rows = keys // total
     cols = keys - rows * total
-    idf = np.concatenate([f.idf for f in features]).astype(np.float32, copy=False)
-    weights = (np.log(counts.astype(np.float32)) + np.float32(1.0)) * idf[cols]
+    weights = (np.log(counts.astype(np.float32)) + np.float32(1.0)) * _joined_idf(tuple(features))[cols]
     # Each block is scaled to unit length on its own, as each vectoriser does.
     starts = np.asarray([f.offset for f in features[1:]], dtype=np.int64)
     part = rows * len(features) + np.searchsorted(starts, cols, side="right")
     norms = np.sqrt(np.bincount(part, weights=weights * weights, minlength=len(lowered) * len(features)))
     weights /= norms[part].astype(np.float32)
-    if extra is not None and extra.size:
-        extra_rows, extra_cols = np.nonzero(extra)
-        keys = np.concatenate([keys, extra_rows * total + width + extra_cols])
-        weights = np.concatenate([weights, extra[extra_rows, extra_cols].astype(np.float32)])
-        order = np.argsort(keys, kind="stable")
-        keys, weights = keys[order], weights[order]
-        rows = keys // total
-        cols = keys - rows * total
     indptr = np.zeros(len(lowered) + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=len(lowered)), out=indptr[1:])
+    if extra is not None and extra.size:
+        # The extra columns come last: each goes at the end of its row, no sort needed.
+        extra_rows, extra_cols = np.nonzero(extra)
+        at = indptr[extra_rows + 1]
+        cols = np.insert(cols, at, width + extra_cols)
+        weights = np.insert(weights, at, extra[extra_rows, extra_cols].astype(np.float32))
+        indptr[1:] += np.cumsum(np.bincount(extra_rows, minlength=len(lowered)))
     return sp.csr_matrix(
         (weights.astype(np.float32, copy=False), cols.astype(np.int32), indptr), shape=(len(lowered), total)
     )
+
+
+@lru_cache(maxsize=8)
+def _joined_idf(features: tuple[TfidfFeatures, ...]) -> np.ndarray:
+    return np.concatenate([f.idf for f in features]).astype(np.float32, copy=False)
 
 
 @dataclass

@@ -126,7 +126,7 @@ class TfidfFeatures:
             for k, word in enumerate(words):
                 if per_word[k] is None:
                     grams = _word_char_ngrams(word, low, high)
-                    known = np.array([i + offset for i in map(get, grams) if i is not None], dtype=np.int64)
+                    known = np.array([i + offset for i in map(get, grams) if i is not None], dtype=np.int32)
                     if len(cache) >= WORD_CACHE:
                         cache.clear()
                     per_word[k] = cache[word] = known

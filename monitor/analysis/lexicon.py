@@ -87,12 +87,10 @@ def french(text: str) -> tuple[float, float, float]:
         return positive / 4, negative / 4, (positive - negative) / 4
     positive = negative = 0.0
     negated = 0
-    for token in tokens:
-        head = token.split("'", 1)[0]
-        if token in _FR_NEGATIONS or head == "n":
+    for token, value in zip(tokens, map(valences.get, tokens), strict=True):
+        if token in _FR_NEGATIONS or token.startswith("n'"):  # "ne", "pas", "n'est", ...
             negated = NEGATION_WINDOW
             continue
-        value = valences.get(token)
         if value is not None:
             if negated:
                 value = -0.74 * value
@@ -100,7 +98,8 @@ def french(text: str) -> tuple[float, float, float]:
                 positive += value
             else:
                 negative -= value
-        negated = max(0, negated - 1)
+        if negated:
+            negated -= 1
     return positive / 4, negative / 4, (positive - negative) / 4
 
 

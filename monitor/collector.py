@@ -10,7 +10,6 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,15 +20,15 @@ from monitor.config import Settings
 from monitor.errors import AccessRefusedError, SourceError
 from monitor.logs import RedactSecrets, secret_values
 from monitor.pipeline import IngestResult, Pipeline
-from monitor.sources import Batch, Source, build_source
+from monitor.sources import Batch, Source, StreamRequest, build_source
 from monitor.storage import state
 from monitor.storage.db import Database
 from monitor.storage.leases import source_lease
 
 log = logging.getLogger(__name__)
-FETCH_WORKERS = 8  # feeds fetched at once per source: I/O-bound, so threads pay
 GROUP_STREAMS = 64  # clean feed responses stored in one transaction, at most ...
 GROUP_MENTIONS = 500  # ... and about this many posts (the analysis's batch sweet spot)
+GROUP_UNCHANGED = 1000  # 304s cost one row update each: up to this many ride along with them
 MAX_BACKOFF = timedelta(hours=1)
 Clock = Callable[[], datetime]
 
@@ -64,18 +63,18 @@ class Plan:
     fingerprint: str
 
 
-def _fetch_all(source: Source, stream: str, plan: Plan) -> tuple[list[Batch], BaseException | None]:
-    """Run a stream's fetch to the end in a worker thread; keep what came before a failure."""
-    batches: list[Batch] = []
-    try:
-        for batch in source.fetch(stream, plan.cursor, limit=plan.limit):
-            batches.append(batch)
-    except Exception as exc:  # noqa: BLE001 - handed back to the storing thread, which records it
-        return batches, exc
-    return batches, None
+def _unchanged(plan: Plan, batch: Batch) -> bool:
+    """A response with nothing to store: no mention, no cursor change, no warning, no read billed."""
+    return (
+        batch.not_modified
+        and not batch.mentions
+        and not batch.warning
+        and not batch.reads
+        and batch.cursor == plan.cursor
+    )
 
 
-def _replay(batches: list[Batch], error: BaseException | None) -> Iterator[Batch]:
+def _replay(batches: list[Batch], error: Exception | None) -> Iterator[Batch]:
     yield from batches
     if error is not None:
         raise error
@@ -155,10 +154,10 @@ class Collector:
     def poll(self, source: Source, report: CycleReport | None = None) -> CycleReport:
         """Poll each stream of one source, then schedule each stream's next poll.
 
-        Streams of a source that allows it (feeds) are fetched concurrently, up to
-        `FETCH_WORKERS` at a time; their batches are still stored one stream after another, in
-        order, by this thread. Stops between streams once `stopping` is set, so a shutdown
-        finishes the batch in hand and no more.
+        Streams of a source that allows it (feeds) are fetched concurrently by
+        `source.fetch_many`; their batches are still stored one stream after another, in order,
+        by this thread. Stops between streams once `stopping` is set, so a shutdown finishes the
+        batch in hand and no more.
         """
         report = report if report is not None else CycleReport()
         streams = source.streams()
@@ -168,45 +167,56 @@ class Collector:
                     break
                 report.streams.append(self._poll_stream(source, stream, report.totals))
             return report
-        with self.db.session() as session:  # every stream's state in one transaction
-            state.preload(session, source.name, streams)
-            plans = [(stream, self._prepare(source, stream, session)) for stream in streams]
-        with ThreadPoolExecutor(
-            max_workers=min(FETCH_WORKERS, len(streams)), thread_name_prefix="fetch"
-        ) as pool:
-            futures = {
-                stream: pool.submit(_fetch_all, source, stream, plan)
-                for stream, plan in plans
+        fingerprint = source.fingerprint()
+        with self.db.session() as session:  # every stream's state in one query
+            known = state.poll_states(session, source.name, streams)
+            plans = [self._prepare(source, stream, session, fingerprint, known[stream]) for stream in streams]
+        fetched = source.fetch_many(
+            [
+                StreamRequest(plan.line.stream, plan.cursor, plan.limit)
+                for plan in plans
                 if plan.line.parked is None
-            }
-            group: list[tuple[Plan, Batch]] = []
-            for stream, plan in plans:
+            ]
+        )
+        group: list[tuple[Plan, Batch]] = []
+        changed = posts = 0  # responses with something to store in the group, and their posts
+        try:
+            for plan in plans:
                 if self.stopping.is_set():
-                    for future in futures.values():
-                        future.cancel()
                     break
-                if stream not in futures:  # parked
+                if plan.line.parked is not None:
                     report.streams.append(plan.line)
                     continue
-                batches, error = futures[stream].result()
-                if error is None and len(batches) == 1:  # one clean response: stored with others
-                    group.append((plan, batches[0]))
-                    if (
-                        len(group) >= GROUP_STREAMS
-                        or sum(len(b.mentions) for _, b in group) >= GROUP_MENTIONS
-                    ):
-                        self._ingest_group(source, group, report)
-                        group = []
+                outcome = next(fetched)
+                if outcome.stream != plan.line.stream:
+                    raise RuntimeError(
+                        f"{source.name}: fetch_many answered {outcome.stream}, not {plan.line.stream}"
+                    )
+                if outcome.error is None and len(outcome.batches) == 1:
+                    # One clean response: stored with others (its line is filled in then).
+                    batch = outcome.batches[0]
+                    group.append((plan, batch))
+                    report.streams.append(plan.line)
+                    changed += not _unchanged(plan, batch)
+                    posts += len(batch.mentions)
+                    if changed >= GROUP_STREAMS or posts >= GROUP_MENTIONS or len(group) >= GROUP_UNCHANGED:
+                        self._ingest_group(source, group, report.totals)
+                        group, changed, posts = [], 0, 0
                     continue
-                self._ingest_group(source, group, report)  # keep the streams in order
-                group = []
-                fetched = _replay(batches, error)
-                report.streams.append(self._ingest_stream(source, stream, plan, report.totals, fetched))
-            self._ingest_group(source, group, report)
+                self._ingest_group(source, group, report.totals)  # keep the streams in order
+                group, changed, posts = [], 0, 0
+                replay = _replay(outcome.batches, outcome.error)
+                report.streams.append(
+                    self._ingest_stream(source, plan.line.stream, plan, report.totals, replay)
+                )
+            self._ingest_group(source, group, report.totals)
+        finally:
+            fetched.close()  # cancels what is still being fetched (stopping)
         return report
 
-    def _ingest_group(self, source: Source, group: list[tuple[Plan, Batch]], report: CycleReport) -> None:
-        """Several streams' clean responses in one transaction: one analysis pass, one commit.
+    def _ingest_group(self, source: Source, group: list[tuple[Plan, Batch]], totals: IngestResult) -> None:
+        """Several streams' clean responses in one transaction: one analysis pass, one commit;
+        what each stream received and stored goes on its `plan.line`.
 
         A thousand feeds with a post or two each would otherwise pay a transaction and a tiny
         analysis batch apiece. Each stream's cursor is still saved with its own mentions (same
@@ -217,27 +227,30 @@ class Collector:
             return
         if len(group) == 1:
             plan, batch = group[0]
-            report.streams.append(
-                self._ingest_stream(source, batch.stream, plan, report.totals, iter([batch]))
-            )
+            self._ingest_stream(source, batch.stream, plan, totals, iter([batch]))
             return
         try:
             with self.db.session() as session:
                 now = self.clock()
-                state.preload(session, source.name, [batch.stream for _, batch in group])
-                total, results = self.pipeline.ingest_batches(
-                    session,
-                    [batch for _, batch in group],
-                    source=source.name,
-                    now=now,
-                    brands=source.config.brands,
-                )
-                for _, batch in group:
-                    if batch.reads:
-                        state.add_reads(session, source.name, now, batch.reads)
-                    warning = self._redact(batch.warning) if batch.warning else None
-                    state.record_warning(session, source.name, batch.stream, warning)
-                    state.schedule(session, source.name, batch.stream, self._next_poll(source, 0, None))
+                changed = [batch for plan, batch in group if not _unchanged(plan, batch)]
+                total, results = IngestResult(), [IngestResult() for _ in changed]
+                if changed:
+                    state.preload(session, source.name, [batch.stream for batch in changed])
+                    total, results = self.pipeline.ingest_batches(
+                        session, changed, source=source.name, now=now, brands=source.config.brands
+                    )
+                    for batch in changed:
+                        if batch.reads:
+                            state.add_reads(session, source.name, now, batch.reads)
+                        warning = self._redact(batch.warning) if batch.warning else None
+                        state.record_warning(session, source.name, batch.stream, warning)
+                        state.schedule(session, source.name, batch.stream, self._next_poll(source, 0, None))
+                # 304s: no mention, no cursor to store; their state rows in one statement.
+                unchanged = [batch.stream for plan, batch in group if _unchanged(plan, batch)]
+                if unchanged:
+                    state.record_not_modified(
+                        session, source.name, unchanged, now, self._next_poll(source, 0, None)
+                    )
         except Exception as exc:  # noqa: BLE001 - each stream is retried alone below, which records its error
             log.info(
                 "source %s: %d streams stored together failed (%s); storing them one by one",
@@ -248,18 +261,17 @@ class Collector:
             for plan, batch in group:
                 for mention in batch.mentions:
                     mention.id = None  # assigned by the insert that was rolled back
-                report.streams.append(
-                    self._ingest_stream(source, batch.stream, plan, report.totals, iter([batch]))
-                )
+                self._ingest_stream(source, batch.stream, plan, totals, iter([batch]))
             return
-        report.totals.add(total)
-        for (plan, batch), result in zip(group, results, strict=True):
+        totals.add(total)
+        by_stream = dict(zip((batch.stream for batch in changed), results, strict=True))
+        for plan, batch in group:
+            result = by_stream.get(batch.stream) or IngestResult()
             line = plan.line
             line.not_modified, line.received, line.stored = batch.not_modified, result.received, result.stored
             if batch.warning:
                 log.warning("source %s [%s]: %s", source.name, batch.stream, batch.warning)
             log.info("source %s: %d new of %d from %s", source.name, line.stored, line.received, batch.stream)
-            report.streams.append(line)
 
     def poll_if_due(self, source: Source, early: timedelta = timedelta(0)) -> CycleReport | None:
         """Poll `source` if no other node holds it and its next poll time has come (within
@@ -290,17 +302,25 @@ class Collector:
             return now + delay * random.uniform(0.8, 1.2)
         return now + every + self.settings.poll_jitter * random.random()
 
-    def _prepare(self, source: Source, stream: str, session: Session | None = None) -> Plan:
-        """Read the stream's cursor, and decide whether it is parked (rate limit, cap, credentials)."""
+    def _prepare(
+        self,
+        source: Source,
+        stream: str,
+        session: Session | None = None,
+        fingerprint: str | None = None,
+        known: state.PollState | None = None,
+    ) -> Plan:
+        """Read the stream's cursor (unless `known` has it), and decide whether it is parked
+        (rate limit, cap, credentials)."""
         if session is None:
             with self.db.session() as own:
-                return self._prepare(source, stream, own)
+                return self._prepare(source, stream, own, fingerprint, known)
         line = StreamReport(source.name, stream)
         now = self.clock()
-        fingerprint = source.fingerprint()
+        fingerprint = fingerprint or source.fingerprint()
         cap = source.config.monthly_read_cap
         limit: int | None = None
-        row = state.get_state(session, source.name, stream)
+        row = known or state.get_state(session, source.name, stream)
         cursor = dict(row.cursor or {})
         line.parked = state.parked_reason(row, now, fingerprint)
         if line.parked is None and cap is not None:

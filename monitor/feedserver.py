@@ -11,6 +11,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from http import HTTPStatus
+from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -24,10 +26,60 @@ class Route:
     conditional: bool = True
     last_modified: str = field(default_factory=lambda: formatdate(usegmt=True))
     handler: Callable[[BaseHTTPRequestHandler], None] | None = None
+    _etag: tuple[bytes, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def etag(self) -> str:
-        return '"' + hashlib.sha1(self.body).hexdigest()[:16] + '"'
+        """A hash of the body, computed once per body (as a real server keeps its validators)."""
+        if self._etag is None or self._etag[0] is not self.body:
+            self._etag = (self.body, '"' + hashlib.sha1(self.body).hexdigest()[:16] + '"')
+        return self._etag[1]
+
+
+def _parse_request(request: BaseHTTPRequestHandler) -> bool | None:
+    """`BaseHTTPRequestHandler.parse_request` for a plain HTTP/1.x request line (None for any
+    other: http.server's own handles it), with the headers read as a real server reads them
+    rather than through the email package, whose parser cost more than all the rest of a 304.
+    Same result: every header in an `HTTPMessage`, the same limits (line length, header
+    count), keep-alive and `Expect: 100-continue` as http.server does.
+    """
+    raw: bytes = request.raw_requestline  # type: ignore[attr-defined]  # read by handle_one_request
+    words = raw.split()
+    if len(words) != 3 or words[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
+        return None
+    requestline = str(raw, "iso-8859-1").rstrip("\r\n")
+    request.requestline = requestline
+    request.command, path, request.request_version = requestline.split()
+    request.path = "/" + path.lstrip("/") if path.startswith("//") else path
+    headers = HTTPMessage()
+    fields: list[list[str]] = []
+    while True:
+        line = request.rfile.readline(65537)
+        if len(line) > 65536:
+            request.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long")
+            return False
+        if line in (b"\r\n", b"\n", b""):
+            break
+        if len(fields) >= 100:
+            request.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers")
+            return False
+        text = line.decode("iso-8859-1")
+        if text[:1] in (" ", "\t") and fields:  # a folded continuation of the header before
+            fields[-1][1] += text.rstrip("\r\n")
+            continue
+        name, _, value = text.partition(":")
+        fields.append([name, value.lstrip(" \t").rstrip("\r\n")])
+    for name, value in fields:
+        headers.set_raw(name, value)
+    request.headers = headers
+    connection = (headers.get("Connection") or "").lower()
+    if request.request_version == "HTTP/1.1":
+        request.close_connection = connection == "close"
+    else:
+        request.close_connection = connection != "keep-alive"
+    if (headers.get("Expect") or "").lower() == "100-continue" and request.request_version == "HTTP/1.1":
+        return request.handle_expect_100()
+    return True
 
 
 class _Server(ThreadingHTTPServer):
@@ -60,6 +112,10 @@ class FeedServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
+            def parse_request(self) -> bool:
+                parsed = _parse_request(self)
+                return super().parse_request() if parsed is None else parsed
+
             def do_GET(self) -> None:
                 server._serve(self)
 
@@ -83,7 +139,7 @@ class FeedServer:
 
     def record(self, request: BaseHTTPRequestHandler, status: int) -> None:
         with self._lock:
-            self.hits.append(Hit(request.path, status, dict(request.headers.items())))
+            self.hits.append(Hit(request.path, status, dict(request.headers.raw_items())))
 
     def _serve(self, request: BaseHTTPRequestHandler) -> None:
         route = self.routes.get(request.path)
@@ -99,9 +155,9 @@ class FeedServer:
         if route.conditional and route.status == 200:
             headers.setdefault("ETag", route.etag)
             headers.setdefault("Last-Modified", route.last_modified)
-            if request.headers.get("If-None-Match") == route.etag or (
-                request.headers.get("If-None-Match") is None
-                and request.headers.get("If-Modified-Since") == route.last_modified
+            validator = request.headers.get("If-None-Match")
+            if validator == route.etag or (
+                validator is None and request.headers.get("If-Modified-Since") == route.last_modified
             ):
                 self.record(request, 304)
                 request.send_response(304)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from monitor.sources.base import Batch, Source, SourceConfig
+from monitor.sources.base import Batch, Fetched, Source, SourceConfig, StreamRequest
 from monitor.sources.bluesky import BlueskySource
 from monitor.sources.hackernews import HackerNewsSource
 from monitor.sources.mastodon import MastodonSource
@@ -24,4 +24,4 @@ def build_source(config: SourceConfig, brands: Sequence[Any] = ()) -> Source:
     return SOURCE_TYPES[config.type](config, brands)
 
 
-__all__ = ["SOURCE_TYPES", "Batch", "Source", "SourceConfig", "build_source"]
+__all__ = ["SOURCE_TYPES", "Batch", "Fetched", "Source", "SourceConfig", "StreamRequest", "build_source"]

@@ -11,7 +11,8 @@ import builtins
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, ClassVar
@@ -20,6 +21,8 @@ from pydantic import Field, SecretStr
 
 from monitor.confbase import Duration, Frozen
 from monitor.mention import Mention
+
+FETCH_WORKERS = 8  # threads of the default `fetch_many`: streams of one source fetched at once
 
 
 class SourceConfig(Frozen):
@@ -44,6 +47,27 @@ class Batch:
     not_modified: bool = False
     reads: int = 0  # posts the provider bills for (retweets included), for the monthly cap
     warning: str | None = None  # a partial failure that did not stop the batch
+
+
+@dataclass(slots=True)
+class StreamRequest:
+    """One stream to fetch in `Source.fetch_many`: its saved cursor and the reads left."""
+
+    stream: str
+    cursor: dict[str, Any]
+    limit: int | None = None
+
+
+@dataclass(slots=True)
+class Fetched:
+    """What fetching one stream gave: its batches, and the error that stopped it (if any).
+
+    Batches before the error are kept, as with `fetch`.
+    """
+
+    stream: str
+    batches: list[Batch]
+    error: Exception | None = None
 
 
 class Source(ABC):
@@ -94,6 +118,34 @@ class Source(ABC):
         per read must not exceed it. Raise a `SourceError` on failure: batches already yielded are
         kept, the rest is retried from the last saved cursor on the next poll.
         """
+
+    def fetch_many(self, requests: Sequence[StreamRequest]) -> Generator[Fetched, None, None]:
+        """Fetch several streams at once (a source with `parallel_streams`); yield each stream's
+        outcome in the order asked, as soon as it and those before it are in.
+
+        A failure in one stream is that stream's `Fetched.error` and does not stop the others.
+        Closing the generator early cancels what has not been fetched yet. This default runs
+        `fetch` in up to `FETCH_WORKERS` threads; a source can do it cheaper (RSS: one event loop).
+        """
+        if not requests:
+            return
+        pool = ThreadPoolExecutor(max_workers=min(FETCH_WORKERS, len(requests)), thread_name_prefix="fetch")
+        futures: list[Future[Fetched]] = [pool.submit(self._fetch_all, request) for request in requests]
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _fetch_all(self, request: StreamRequest) -> Fetched:
+        """Run one stream's `fetch` to its end; keep what came before a failure."""
+        batches: list[Batch] = []
+        try:
+            for batch in self.fetch(request.stream, request.cursor, limit=request.limit):
+                batches.append(batch)
+        except Exception as exc:  # noqa: BLE001 - handed to the collector, which records it on the stream
+            return Fetched(request.stream, batches, exc)
+        return Fetched(request.stream, batches)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release network clients."""

@@ -16,7 +16,7 @@ import hashlib
 import io
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Literal
@@ -28,9 +28,9 @@ from pydantic import Field
 from monitor.analysis.text import clean_whitespace, html_to_text
 from monitor.confbase import Duration, HttpUrl
 from monitor.errors import RetriableSourceError
-from monitor.http import Fetcher, raise_for_status, redact_url
+from monitor.http import Fetcher, Response, raise_for_status, redact_url
 from monitor.mention import Mention
-from monitor.sources.base import Batch, Source, SourceConfig
+from monitor.sources.base import Batch, Fetched, Source, SourceConfig, StreamRequest
 from monitor.sources.feedxml import read_feed
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ _HARMLESS_BOZO = (feedparser.CharacterEncodingOverride,)
 # Google's redirect lives at /url on google.com and its country domains (google.fr, google.co.uk...).
 _GOOGLE_HOST = re.compile(r"^(?:www\.)?google\.(?:com?\.)?[a-z]{2,3}$")
 _REDIRECT_PARAMS = ("url", "u", "q")  # where alert redirects carry the target
+_ACCEPT = "application/atom+xml, application/rss+xml, application/xml;q=0.9, */*;q=0.5"
 # Inline tags still there once the HTML is decoded: the HTML was escaped twice.
 _ESCAPED_TAG = re.compile(r"</?(?:b|i|em|strong|u|span|font|a|br|p)(?:\s[^<>]*)?/?>", re.IGNORECASE)
 
@@ -244,6 +245,16 @@ def entry_to_mention(source: str, feed_url: str, feed: Any, entry: Any) -> Menti
     )
 
 
+def _conditional_headers(cursor: dict[str, Any]) -> dict[str, str]:
+    """The request's headers: the saved validators make it a conditional GET (304 if unchanged)."""
+    headers = {"Accept": _ACCEPT}
+    if cursor.get("etag"):
+        headers["If-None-Match"] = cursor["etag"]
+    if cursor.get("last_modified"):
+        headers["If-Modified-Since"] = cursor["last_modified"]
+    return headers
+
+
 class RssSource(Source):
     type = "rss"
     Config = RssConfig
@@ -262,17 +273,29 @@ class RssSource(Source):
         return list(dict.fromkeys(self.config.urls))
 
     def fetch(self, stream: str, cursor: dict[str, Any], limit: int | None = None) -> Iterator[Batch]:
-        headers: dict[str, str] = {
-            "Accept": "application/atom+xml, application/rss+xml, application/xml;q=0.9, */*;q=0.5"
-        }
-        if cursor.get("etag"):
-            headers["If-None-Match"] = cursor["etag"]
-        if cursor.get("last_modified"):
-            headers["If-Modified-Since"] = cursor["last_modified"]
-        response = self._fetcher.get(stream, headers)
+        yield self._batch(stream, cursor, self._fetcher.get(stream, _conditional_headers(cursor)))
+
+    def fetch_many(self, requests: Sequence[StreamRequest]) -> Generator[Fetched, None, None]:
+        """Conditional GETs of many feeds at once on the fetcher's event loop (within its
+        connection limits and window), each response parsed here, in order, as it is asked for."""
+        outcomes = self._fetcher.get_many([(r.stream, _conditional_headers(r.cursor)) for r in requests])
+        try:
+            for request, outcome in zip(requests, outcomes, strict=True):
+                try:
+                    if isinstance(outcome, Exception):
+                        raise outcome
+                    batch = self._batch(request.stream, request.cursor, outcome)
+                except Exception as exc:  # noqa: BLE001 - this stream's error; the others go on
+                    yield Fetched(request.stream, [], exc)
+                    continue
+                yield Fetched(request.stream, [batch])
+        finally:
+            outcomes.close()  # cancels what is still being fetched
+
+    def _batch(self, stream: str, cursor: dict[str, Any], response: Response) -> Batch:
+        """A feed's response as a batch: nothing for a 304, else its entries and the new validators."""
         if response.status == 304:
-            yield Batch(stream=stream, cursor=cursor, not_modified=True)
-            return
+            return Batch(stream=stream, cursor=cursor, not_modified=True)
         raise_for_status(response)
         parsed = parse_feed(response.body, response.headers.get("content-type"), stream)
         if parsed.bozo and not isinstance(parsed.bozo_exception, _HARMLESS_BOZO):
@@ -292,7 +315,7 @@ class RssSource(Source):
             )
             if value
         }
-        yield Batch(stream=stream, cursor=next_cursor, mentions=mentions)
+        return Batch(stream=stream, cursor=next_cursor, mentions=mentions)
 
     def close(self) -> None:
         self._fetcher.close()

@@ -6,10 +6,11 @@ This is what `monitor sources` shows, and what decides whether a stream is polle
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from monitor.storage.tables import SourceStateRow, SourceUsageRow
@@ -55,6 +56,40 @@ def preload(session: Session, source: str, streams: Sequence[str] | None = None)
             rows[(source, stream)] = _new_state(session, source, stream)
 
 
+@dataclass(frozen=True, slots=True)
+class PollState:
+    """What a poll reads of a stream's state before fetching it (`poll_states`)."""
+
+    cursor: dict[str, Any]
+    parked_reason: str | None = None
+    parked_until: datetime | None = None
+    config_fingerprint: str | None = None
+
+
+def poll_states(session: Session, source: str, streams: Sequence[str]) -> dict[str, PollState]:
+    """The cursor and parking of these streams of a source, read by one plain query (no ORM
+    object per row: a thousand feeds are read in a few milliseconds); missing rows are created."""
+    table = cast(Table, SourceStateRow.__table__)
+    wanted = set(streams)
+    query = select(
+        table.c.stream,
+        table.c.cursor,
+        table.c.parked_reason,
+        table.c.parked_until,
+        table.c.config_fingerprint,
+    ).where(table.c.source == source)
+    found = {
+        stream: PollState(dict(cursor or {}), reason, until, fingerprint)
+        for stream, cursor, reason, until, fingerprint in session.execute(query)
+        if stream in wanted
+    }
+    for stream in streams:
+        if stream not in found:
+            get_state(session, source, stream)  # created with the transaction
+            found[stream] = PollState({})
+    return found
+
+
 def load_cursor(session: Session, source: str, stream: str) -> dict[str, Any]:
     row = session.scalar(
         select(SourceStateRow.cursor).where(SourceStateRow.source == source, SourceStateRow.stream == stream)
@@ -62,7 +97,7 @@ def load_cursor(session: Session, source: str, stream: str) -> dict[str, Any]:
     return dict(row or {})
 
 
-def parked_reason(row: SourceStateRow, now: datetime, fingerprint: str) -> str | None:
+def parked_reason(row: SourceStateRow | PollState, now: datetime, fingerprint: str) -> str | None:
     """Why this stream must not be polled now, or None.
 
     Parked until a time (rate limit, monthly cap): until that time. Parked without a time
@@ -93,6 +128,41 @@ def record_success(
     row.parked_reason = None
     row.config_fingerprint = None
     row.mentions_total = (row.mentions_total or 0) + new_mentions
+
+
+def record_not_modified(
+    session: Session, source: str, streams: Sequence[str], now: datetime, next_poll_at: datetime
+) -> None:
+    """Clean polls that move no cursor (feeds that answered 304): their state rows updated by one
+    statement (per 500 streams), without loading them.
+
+    The same as `record_success` (cursor and mention count left as they are), a cleared warning
+    and `schedule(next_poll_at)`, one next poll time for them all: a thousand unchanged feeds
+    cost two statements, not a thousand ORM rows read and written.
+    """
+    cached: dict[tuple[str, str], SourceStateRow] = session.info.setdefault("source_state", {})
+    loaded = [row for row in (cached.pop((source, stream), None) for stream in streams) if row is not None]
+    if loaded:  # rows this session holds: their pending changes first, and read again after
+        session.flush()
+    table = cast(Table, SourceStateRow.__table__)
+    for start in range(0, len(streams), 500):
+        session.execute(
+            update(table)
+            .where(table.c.source == source, table.c.stream.in_(streams[start : start + 500]))
+            .values(
+                last_poll_at=now,
+                last_ok_at=now,
+                last_error=None,
+                consecutive_errors=0,
+                parked_until=None,
+                parked_reason=None,
+                config_fingerprint=None,
+                last_warning=None,
+                next_poll_at=next_poll_at,
+            )
+        )
+    for row in loaded:
+        session.expire(row)
 
 
 def record_warning(session: Session, source: str, stream: str, warning: str | None) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import Boolean, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,7 +27,7 @@ from monitor.alerts.outbox import case_event_alerts, enqueue_case_event
 from monitor.confbase import severity_rank
 from monitor.errors import MonitorError
 from monitor.mention import Mention
-from monitor.storage.queries import insert_values
+from monitor.storage.queries import by_dialect, insert_values, update_values
 from monitor.storage.tables import (
     CASE_EVENTS,
     CASES,
@@ -108,34 +108,59 @@ _CASE_COLUMNS = (
     CASES.c.hint,
 )
 _OPEN = CASES.c.status.in_(OPEN_CASE_STATUSES)
+# `CaseBatch.write`'s one UPDATE: (id, changed, *_Case.changes(), now, resolved) per case.
+_UPDATE_COLUMNS = (
+    ("id", CASES.c.id.type),
+    ("changed", Boolean()),
+    ("status", CASES.c.status.type),
+    ("severity", CASES.c.severity.type),
+    ("priority", CASES.c.priority.type),
+    ("hint", CASES.c.hint.type),
+    ("at", CASES.c.updated_at.type),
+    ("resolved", Boolean()),
+)
+_UPDATE_SET = ", ".join(
+    [
+        f"{name} = CASE WHEN v.changed THEN v.{name} ELSE cases.{name} END"
+        for name in ("status", "severity", "priority", "hint")
+    ]
+    + ["updated_at = v.at", "resolved_at = CASE WHEN v.resolved THEN v.at ELSE cases.resolved_at END"]
+)
 _EVENT_COLUMNS = ("case_id", "at", "kind", "actor", "note", "mention_id")
 # One index probe per (brand, author) of the batch, the whole list bound as one value:
 # expanding a hundred-item IN cost SQLAlchemy more than the lookups themselves, and
 # PostgreSQL's plan for one depends on statistics a young table does not have yet.
 _OPEN_SQL = "status IN ({})".format(", ".join(f"'{status}'" for status in OPEN_CASE_STATUSES))
 _OPEN_OF_AUTHORS = {
-    "sqlite": text(
-        "SELECT c.id, c.brand, c.author_key, c.status, c.severity, c.priority, c.hint"
-        " FROM json_each(:keys) AS k CROSS JOIN cases AS c"  # CROSS JOIN: k drives the probes
-        " WHERE c.brand = json_extract(k.value, '$[0]') AND c.author_key = json_extract(k.value, '$[1]')"
-        f" AND c.{_OPEN_SQL}"
-    ),
-    "postgresql": text(
-        "SELECT c.id, c.brand, c.author_key, c.status, c.severity, c.priority, c.hint"
-        " FROM unnest(CAST(:brands AS VARCHAR[]), CAST(:authors AS VARCHAR[])) AS k(brand, author_key)"
-        " CROSS JOIN LATERAL (SELECT * FROM cases WHERE brand = k.brand AND author_key = k.author_key"
-        f" AND {_OPEN_SQL} LIMIT 1) AS c"
-    ),
+    "sqlite": "SELECT c.id, c.brand, c.author_key, c.status, c.severity, c.priority, c.hint"
+    " FROM json_each(?) AS k CROSS JOIN cases AS c"  # CROSS JOIN: k drives the probes
+    " WHERE c.brand = json_extract(k.value, '$[0]') AND c.author_key = json_extract(k.value, '$[1]')"
+    f" AND c.{_OPEN_SQL}",
+    "postgresql": "SELECT c.id, c.brand, c.author_key, c.status, c.severity, c.priority, c.hint"
+    " FROM unnest(CAST(%b AS VARCHAR[]), CAST(%b AS VARCHAR[])) AS k(brand, author_key)"
+    " CROSS JOIN LATERAL (SELECT * FROM cases WHERE brand = k.brand AND author_key = k.author_key"
+    f" AND {_OPEN_SQL} LIMIT 1) AS c",
 }
-_CLOSED_OF_AUTHORS = (
-    select(CASES.c.id, CASES.c.brand, CASES.c.author_key)
-    .where(
-        ~_OPEN,
-        CASES.c.brand.in_(bindparam("brands", expanding=True)),
-        CASES.c.author_key.in_(bindparam("authors", expanding=True)),
-    )
-    .order_by(CASES.c.id)
-)
+# The last closed case (highest id) of each (brand, author), one probe each of the index on
+# (brand, author_key) (migration 0007): reopening it keeps an author's history in one place.
+_CLOSED_OF_AUTHORS = {
+    "sqlite": "SELECT c.id, c.brand, c.author_key FROM json_each(?) AS k CROSS JOIN cases AS c"
+    " WHERE c.id = (SELECT id FROM cases WHERE brand = json_extract(k.value, '$[0]')"
+    f" AND author_key = json_extract(k.value, '$[1]') AND NOT {_OPEN_SQL} ORDER BY id DESC LIMIT 1)",
+    "postgresql": "SELECT c.id, k.brand, k.author_key"
+    " FROM unnest(CAST(%b AS VARCHAR[]), CAST(%b AS VARCHAR[])) AS k(brand, author_key)"
+    " CROSS JOIN LATERAL (SELECT id FROM cases WHERE brand = k.brand AND author_key = k.author_key"
+    f" AND NOT {_OPEN_SQL} ORDER BY id DESC LIMIT 1) AS c",
+}
+
+
+def _authors(keys: Iterable[tuple[str, str]]) -> dict[str, tuple[Any, ...]]:
+    """(brand, author key) pairs as `_OPEN_OF_AUTHORS` and `_CLOSED_OF_AUTHORS` bind them."""
+    pairs = list(keys)
+    return {
+        "sqlite": (json.dumps(pairs),),
+        "postgresql": ([brand for brand, _ in pairs], [author for _, author in pairs]),
+    }
 
 
 class CaseBatch:
@@ -181,12 +206,7 @@ class CaseBatch:
         keys -= self._open.keys()
         if not keys:
             return
-        dialect = self.session.get_bind().dialect.name
-        if dialect == "postgresql":
-            wanted: dict[str, Any] = {"brands": [b for b, _ in keys], "authors": [a for _, a in keys]}
-        else:
-            wanted = {"keys": json.dumps(list(keys))}
-        for row in self.session.execute(_OPEN_OF_AUTHORS[dialect], wanted):
+        for row in by_dialect(self.session, _OPEN_OF_AUTHORS, _authors(keys)):
             self._add(_Case(*row))
 
     def prepare(self, flags: Sequence[tuple[Mention, str, float]]) -> None:
@@ -204,11 +224,10 @@ class CaseBatch:
                 first.setdefault(key, (mention, severity, priority))
         if not first:
             return
-        closed: dict[tuple[str, str], int] = {}
-        wanted = {"brands": list({b for b, _ in first}), "authors": list({a for _, a in first})}
-        for case_id, brand, key in self.session.execute(_CLOSED_OF_AUTHORS, wanted):
-            if (brand, key) in first:
-                closed[(brand, key)] = case_id  # the last one closed wins
+        closed = {
+            (brand, key): case_id
+            for case_id, brand, key in by_dialect(self.session, _CLOSED_OF_AUTHORS, _authors(first))
+        }
         lost: set[tuple[str, str]] = set()
         fresh = []
         for key, (mention, severity, priority) in first.items():
@@ -373,30 +392,18 @@ class CaseBatch:
             self.session, CASE_EVENTS, _EVENT_COLUMNS, self._events, returning=returning
         ):
             ids[(case, kind, mention)] = event
-        changed = [c for c in self._cases.values() if c.changes() != self._stored[c.id]]
-        if changed:
-            self.session.execute(
-                update(CASES).where(CASES.c.id == bindparam("case_id")),
-                [
-                    {
-                        "case_id": case.id,
-                        "status": case.status,
-                        "severity": case.severity,
-                        "priority": case.priority,
-                        "hint": case.hint,
-                        "updated_at": self.now,
-                    }
-                    for case in changed
-                ],
-            )
-        # Most cases a batch touches only take a post: their time changes, one statement for all.
-        touched = [c.id for c in self._cases.values() if c.touched and c.changes() == self._stored[c.id]]
-        if touched:
-            self.session.execute(update(CASES).where(CASES.c.id.in_(touched)).values(updated_at=self.now))
-        if self._resolved:
-            self.session.execute(
-                update(CASES).where(CASES.c.id.in_(self._resolved)).values(resolved_at=self.now)
-            )
+        # One UPDATE for every case the batch changed or touched: a changed case gets its new
+        # values, a touched one only its time (what another node or a user changed since it was
+        # read stays), an auto-resolved one its resolved_at.
+        resolved = set(self._resolved)
+        rows = []
+        for case in self._cases.values():
+            changed = case.changes() != self._stored[case.id]
+            if changed or case.touched:
+                rows.append((case.id, changed, *case.changes(), self.now, case.id in resolved))
+        update_values(
+            self.session, CASES, _UPDATE_COLUMNS, rows, assignments=_UPDATE_SET, where="cases.id = v.id"
+        )
         notices: list[dict[str, Any]] = []
         for index, case_id, kind in self._notices:
             event = self._events[index]

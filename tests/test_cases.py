@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -247,3 +247,65 @@ def test_a_case_another_node_opened_meanwhile_is_joined(db: Database, race: str)
         )
         (event,) = session.scalars(select(CaseEventRow))
         assert (event.case_id, event.kind, event.mention_id) == (open_case.id, "flagged", mention.id)
+
+
+def test_a_follow_up_keeps_what_another_node_changed_meanwhile(db: Database) -> None:
+    """A case the batch only touched (a follow-up joined it) gets its time; its status, severity
+    and hint stay as another node or a user left them since the batch read it. A case the batch
+    changed (escalated) gets the batch's values."""
+    with db.session() as session:
+        session.execute(CASES.insert().values(_case("new", severity="low")))
+        session.execute(CASES.insert().values({**_case("new", severity="low"), "author_key": "x:2"}))
+    later = NOW + timedelta(hours=1)
+    posts = [
+        Mention(source="x", external_id=str(n), text="…", author_id=f"x:{n}", brand=BRAND, collected_at=later)
+        for n in (1, 2)
+    ]
+    with db.session() as session:
+        follow_up, complaint = queries.insert_mentions(session, posts)
+        batch = CaseBatch.load(session, [follow_up, complaint], later)
+        session.execute(update(CASES).values(status="contacted", hint="called back"))  # meanwhile
+        change = batch.flag(complaint, "high", 40.0)
+        assert batch.attach_followups([follow_up]) == 1
+        batch.write()
+    assert change.escalated
+    with db.session() as session:
+        cases = {c.author_key: c for c in session.scalars(select(CaseRow))}
+    touched, escalated = cases["x:1"], cases["x:2"]
+    assert (touched.status, touched.severity, touched.hint, touched.updated_at) == (
+        "contacted",
+        "low",
+        "called back",
+        later,
+    )
+    assert (escalated.status, escalated.severity, escalated.priority, escalated.hint) == (
+        "new",
+        "high",
+        40.0,
+        None,
+    )
+    assert escalated.updated_at == later and escalated.resolved_at is None
+
+
+def test_a_flag_reopens_the_authors_latest_closed_case(db: Database) -> None:
+    with db.session() as session:
+        first, last = (
+            session.execute(CASES.insert().values(_case(status)).returning(CASES.c.id)).scalar_one()
+            for status in ("dismissed", "resolved")
+        )
+        session.execute(CASES.insert().values({**_case("resolved"), "author_key": "x:2"}))
+    with db.session() as session:
+        (mention,) = queries.insert_mentions(
+            session,
+            [Mention(source="x", external_id="1", text="…", author_id="x:1", brand=BRAND, collected_at=NOW)],
+        )
+        batch = CaseBatch.load(session, [mention], NOW)
+        batch.prepare([(mention, "medium", 20.0)])
+        change = batch.flag(mention, "medium", 20.0)
+        batch.write()
+    assert (change.case_id, change.opened) == (last, True)
+    with db.session() as session:
+        statuses = {
+            case_id: status for case_id, status in session.execute(select(CaseRow.id, CaseRow.status))
+        }
+    assert (statuses[first], statuses[last]) == ("dismissed", "new")

@@ -387,3 +387,37 @@ def test_scores_of_mixed_number_types_are_stored(
     assert [stored[str(n)]["sentiment"] for n in range(3)] == [0.0, 0.5, -0.25]
     assert [stored[str(n)]["complaint_score"] for n in range(3)] == [0.75, None, 1.0]
     assert [stored[str(n)]["author_followers"] for n in range(3)] == [12, 7, None]
+
+
+def test_a_batch_costs_a_few_statements_whatever_its_size(
+    db: Database, make_settings: Callable[..., Settings]
+) -> None:
+    """100 posts by 50 authors, flagged or following up: about ten statements per batch (reads,
+    one INSERT per table, one UPDATE of the cases, the cursor), not one per post or flag."""
+    from sqlalchemy import event
+
+    channels = {"ops": {**CHANNELS["ops"], "notify_resolved": True}}
+    pipeline = Pipeline(make_settings(rules=RULES, channels=channels), enrichers=[scored])
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    for step, now in enumerate((NOW, NOW + timedelta(minutes=5))):
+        batch = [
+            post(
+                f"{step}-{n}",
+                "Bouygues Telecom merci" if n % 3 == 0 else "Bouygues Telecom en panne, je vais résilier",
+                author=f"x:{n % 50}",
+            )
+            for n in range(100)
+        ]
+        statements.clear()
+        with db.session() as session:
+            result = pipeline.ingest(session, batch, source="x", stream="search", cursor={"n": step}, now=now)
+        assert (
+            result.stored == 100 and result.flags > 100 and result.alerts_queued == (50 if step == 0 else 0)
+        )
+        assert len(statements) <= 12, "\n".join(s.split("\n")[0][:80] for s in statements)
+    event.remove(db.engine, "before_cursor_execute", count)

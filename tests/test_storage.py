@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from sqlalchemy import inspect, select
+from sqlalchemy import Boolean, inspect, select
 
 from monitor.mention import Mention
 from monitor.storage import queries, state
 from monitor.storage.db import Database
-from monitor.storage.tables import MentionRow
+from monitor.storage.tables import CASES, FLAGS, CaseRow, MentionRow
 
 
 def _mention(external_id: str, **fields: object) -> Mention:
@@ -114,3 +114,62 @@ def test_sqlite_runs_in_wal_mode(tmp_path: object) -> None:
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
     database.dispose()
+
+
+# The ingest path's bulk statements bind whole columns: on PostgreSQL one binary array each,
+# on SQLite a multi-row VALUES. Whatever a value holds must come back as it went in.
+AWKWARD = ["plain", '"quoted"', "back\\slash", "{braces},commas", "NULL", "", " spaced ", "é’😀", "a\nb"]
+
+
+def test_bulk_insert_and_update_keep_every_value_as_it_was(db: Database) -> None:
+    now = datetime(2026, 11, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    mentions = [
+        _mention(f"m{n}", text=text, title=None if n % 2 else text, author_followers=n or None)
+        for n, text in enumerate(AWKWARD)
+    ]
+    with db.session() as session:
+        stored = queries.insert_mentions(session, mentions)
+        explanations = [
+            {"rule": "r", "matched": [text, {"nested": text}], "n": n} for n, text in enumerate(AWKWARD)
+        ]
+        queries.insert_flags(
+            session,
+            [(m.id, None, f"rule{n}", "low", 0.5 + n, explanations[n], now) for n, m in enumerate(stored)],
+        )
+        (case_id,), (other_id,) = queries.insert_values(
+            session,
+            CASES,
+            ("brand", "author_key", "status", "severity", "priority", "opened_at", "updated_at"),
+            [("Bouygues Telecom", key, "new", "low", 1.0, now, now) for key in ("x:1", "x:2")],
+            returning=("id",),
+        )
+        columns = (("id", CASES.c.id.type), ("hint", CASES.c.hint.type), ("at", CASES.c.updated_at.type))
+        columns += (("flag", Boolean()),)
+        queries.update_values(
+            session,
+            CASES,
+            columns,
+            [(case_id, AWKWARD[1], now + timedelta(hours=1), True)],
+            assignments="hint = v.hint, updated_at = v.at,"
+            " severity = CASE WHEN v.flag THEN 'high' ELSE severity END",
+            where="cases.id = v.id",
+        )
+    with db.session() as session:
+        rows = {m["external_id"]: m for m in queries.list_mentions(session)}
+        assert [rows[f"m{n}"]["text"] for n in range(len(AWKWARD))] == AWKWARD
+        assert [rows[f"m{n}"]["title"] for n in range(0, len(AWKWARD), 2)] == AWKWARD[::2]
+        assert [rows[f"m{n}"]["author_followers"] for n in range(3)] == [None, 1, 2]
+        flags = sorted(session.execute(select(FLAGS.c.rule, FLAGS.c.explanation, FLAGS.c.created_at)))
+        assert [f.explanation for f in flags] == sorted(explanations, key=lambda e: f"rule{e['n']}")
+        assert {f.created_at for f in flags} == {now}
+        cases = {c.id: c for c in session.scalars(select(CaseRow))}
+        assert (cases[case_id].hint, cases[case_id].updated_at, cases[case_id].severity) == (
+            '"quoted"',
+            now + timedelta(hours=1),
+            "high",
+        )
+        assert (cases[other_id].hint, cases[other_id].updated_at, cases[other_id].severity) == (
+            None,
+            now,
+            "low",
+        )

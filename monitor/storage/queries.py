@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from itertools import chain
 from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import Table, func, select, text
-from sqlalchemy.engine import Dialect
+from sqlalchemy import Table, func, select
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeEngine
 
@@ -49,31 +50,37 @@ FLAG_COLUMNS = ("mention_id", "case_id", "rule", "severity", "priority", "explan
 # The ids bound as one value (a JSON list, an array), one index probe each. On PostgreSQL
 # `external_id IN (…)` would read every mention of the source at each batch in a table never
 # analysed yet (a new database, its first minutes); a hundred-item expanding IN also cost
-# SQLAlchemy more than SQLite's lookups.
+# SQLAlchemy more than SQLite's lookups. Sent as the driver's SQL (`by_dialect`), the array in
+# binary (`%b`).
 _KNOWN = {
-    "sqlite": text(
-        "SELECT external_id FROM mentions"
-        " WHERE source = :source AND external_id IN (SELECT value FROM json_each(:ids))"
-    ),
-    "postgresql": text(
-        "SELECT wanted.id FROM unnest(CAST(:ids AS VARCHAR[])) AS wanted(id) CROSS JOIN LATERAL"
-        " (SELECT 1 FROM mentions WHERE source = :source AND external_id = wanted.id LIMIT 1) AS hit"
-    ),
+    "sqlite": "SELECT external_id FROM mentions"
+    " WHERE source = ? AND external_id IN (SELECT value FROM json_each(?))",
+    "postgresql": "SELECT wanted.id FROM unnest(CAST(%b AS VARCHAR[])) AS wanted(id) CROSS JOIN LATERAL"
+    " (SELECT 1 FROM mentions WHERE source = %s AND external_id = wanted.id LIMIT 1) AS hit",
 }
+
+
+def by_dialect(
+    session: Session, statements: dict[str, str], arguments: dict[str, tuple[Any, ...]]
+) -> Iterable[Sequence[Any]]:
+    """Run the driver SQL written for the session's database (`statements` and `arguments` by
+    dialect name: `?` placeholders for SQLite, `%s` and `%b` (binary) for psycopg).
+
+    For the ingest path's fixed reads: no SQLAlchemy compilation or ORM step per call, and on
+    PostgreSQL lists go as binary arrays, which psycopg neither quotes nor escapes.
+    """
+    connection = session.connection()
+    name = connection.dialect.name
+    return connection.exec_driver_sql(statements[name], arguments[name])
 
 
 def known_external_ids(session: Session, source: str, external_ids: Sequence[str]) -> set[str]:
     """Which of these ids are already stored, so the pipeline analyses only new posts."""
-    dialect = session.get_bind().dialect.name
     found: set[str] = set()
     for start in range(0, len(external_ids), _CHUNK):
-        chunk = list(external_ids[start : start + _CHUNK])
-        found.update(
-            session.scalars(
-                _KNOWN[dialect],
-                {"source": source, "ids": chunk if dialect == "postgresql" else json.dumps(chunk)},
-            )
-        )
+        chunk = [str(i) for i in external_ids[start : start + _CHUNK]]
+        arguments = {"sqlite": (source, json.dumps(chunk)), "postgresql": (chunk, source)}
+        found.update(row[0] for row in by_dialect(session, _KNOWN, arguments))
     return found
 
 
@@ -127,31 +134,106 @@ def insert_values(
         return []
     connection = session.connection()
     dialect = connection.dialect
-    if dialect.name not in ("sqlite", "postgresql"):  # pragma: no cover - the two supported backends
-        raise StorageError(f"bulk insert does not support {dialect.name}")
+    sql = _insert_sql(table, tuple(columns), tuple(returning), skip_conflicts, dialect)
+    values = _bound_columns(tuple(table.c[c].type for c in columns), rows, dialect)
+    if dialect.name == "postgresql":
+        result = connection.exec_driver_sql(sql, tuple(values))
+        return list(result.all()) if returning else []
+    return _sqlite_chunks(connection, sql, values, returning=bool(returning))
+
+
+@lru_cache(maxsize=64)
+def _insert_sql(
+    table: Table, columns: tuple[str, ...], returning: tuple[str, ...], skip_conflicts: bool, dialect: Dialect
+) -> str:
+    """`insert_values`'s statement, written once per table and columns. SQLite: with `{values}`
+    for the chunk's VALUES rows."""
+    _check(dialect)
     quote = dialect.identifier_preparer.quote
     head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(table.c[c].name) for c in columns)}) "
     tail = " ON CONFLICT DO NOTHING" if skip_conflicts else ""
     if returning:
         tail += f" RETURNING {', '.join(quote(table.c[name].name) for name in returning)}"
-    values = _bound_columns(table, columns, rows, dialect)
+    if dialect.name == "sqlite":
+        return head + "VALUES {values}" + tail
+    # In the rows' order (WITH ORDINALITY): ids, and so a case's timeline, follow it.
+    names = ", ".join(f"c{i}" for i in range(len(columns)))
+    arrays = _arrays([table.c[c].type for c in columns], dialect)
+    return f"{head}SELECT {names} FROM unnest({arrays}) WITH ORDINALITY AS v({names}, n) ORDER BY n{tail}"
+
+
+def update_values(
+    session: Session,
+    table: Table,
+    columns: Sequence[tuple[str, TypeEngine[Any]]],
+    rows: Sequence[Sequence[Any]],
+    *,
+    assignments: str,
+    where: str,
+) -> None:
+    """UPDATE `table` from rows (value tuples of the named, typed `columns`) in one statement
+    (per chunk on SQLite): `WITH v(columns) AS (the rows) UPDATE table SET assignments FROM v
+    WHERE where`, the SQL of `assignments` and `where` reading the rows as `v.<column>`.
+
+    The values are bound as `insert_values` binds them (SQLite: a multi-row VALUES; PostgreSQL:
+    one binary array per column), so the statement's text does not depend on the number of
+    rows and PostgreSQL prepares it once per connection.
+    """
+    if not rows:
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    sql = _update_sql(table, tuple(columns), assignments, where, dialect)
+    values = _bound_columns(tuple(type_ for _, type_ in columns), rows, dialect)
     if dialect.name == "postgresql":
-        # In the rows' order (WITH ORDINALITY): ids, and so a case's timeline, follow it.
-        arrays = ", ".join(f"CAST(%s AS {_array_type(table.c[c].type, dialect)})" for c in columns)
-        names = ", ".join(f"c{i}" for i in range(len(columns)))
-        result = connection.exec_driver_sql(
-            f"{head}SELECT {names} FROM unnest({arrays}) WITH ORDINALITY AS v({names}, n) ORDER BY n{tail}",
-            tuple(values),
-        )
-        return list(result.all()) if returning else []
-    marks = "(" + ", ".join("?" for _ in columns) + ")"
+        connection.exec_driver_sql(sql, tuple(values))
+    else:
+        _sqlite_chunks(connection, sql, values, returning=False)
+
+
+@lru_cache(maxsize=64)
+def _update_sql(
+    table: Table,
+    columns: tuple[tuple[str, TypeEngine[Any]], ...],
+    assignments: str,
+    where: str,
+    dialect: Dialect,
+) -> str:
+    """`update_values`'s statement, written once per table, columns and assignments. SQLite:
+    with `{values}` for the chunk's VALUES rows."""
+    _check(dialect)
+    names = ", ".join(name for name, _ in columns)
+    rows = "VALUES {values}"
+    if dialect.name == "postgresql":
+        rows = f"SELECT * FROM unnest({_arrays([type_ for _, type_ in columns], dialect)})"
+    quoted = dialect.identifier_preparer.quote(table.name)
+    return f"WITH v({names}) AS ({rows}) UPDATE {quoted} SET {assignments} FROM v WHERE {where}"
+
+
+def _check(dialect: Dialect) -> None:
+    if dialect.name not in ("sqlite", "postgresql"):  # pragma: no cover - the two supported backends
+        raise StorageError(f"bulk statements do not support {dialect.name}")
+
+
+def _arrays(types: Sequence[TypeEngine[Any]], dialect: Dialect) -> str:
+    """One bound array per column, sent in binary (`%b`): in text form psycopg quotes and escapes
+    every element with a regular expression, which cost more than the insert itself for the
+    flags' JSON explanations."""
+    return ", ".join(f"CAST(%b AS {_array_type(type_, dialect)})" for type_ in types)
+
+
+def _sqlite_chunks(
+    connection: Connection, sql: str, values: list[list[Any]], *, returning: bool
+) -> list[Any]:
+    """Run `sql` (with `{values}` for its rows) once per chunk of rows that SQLite can bind."""
+    marks = "(" + ", ".join("?" for _ in values) + ")"
+    size = max(1, _MAX_PARAMETERS // len(values))
     found: list[Any] = []
-    size = max(1, _MAX_PARAMETERS // len(columns))
-    for start in range(0, len(rows), size):
+    for start in range(0, len(values[0]), size):
         chunk = [column[start : start + size] for column in values]
-        parameters = tuple(chain.from_iterable(zip(*chunk, strict=True)))
         result = connection.exec_driver_sql(
-            f"{head}VALUES {', '.join([marks] * len(chunk[0]))}{tail}", parameters
+            sql.replace("{values}", ", ".join([marks] * len(chunk[0]))),
+            tuple(chain.from_iterable(zip(*chunk, strict=True))),
         )
         if returning:
             found.extend(result.all())
@@ -159,7 +241,7 @@ def insert_values(
 
 
 def _bound_columns(
-    table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]], dialect: Dialect
+    types: tuple[TypeEngine[Any], ...], rows: Sequence[Sequence[Any]], dialect: Dialect
 ) -> list[list[Any]]:
     """The rows' values column by column, as the driver takes them: through each column
     type's bind processor (a timestamp column's, once per distinct value: a batch has few).
@@ -169,15 +251,11 @@ def _bound_columns(
     mixes types (an int among floats).
     """
     bound = [list(values) for values in zip(*rows, strict=True)]
-    for i, name in enumerate(columns):
-        type_ = table.c[name].type
-        process = type_.dialect_impl(dialect).bind_processor(dialect)
+    for i, (process, kind, once) in enumerate(_binders(types, dialect)):
         if process is None:
-            kind = type_.python_type
-            if kind in (int, float) or (kind is str and dialect.name == "postgresql"):
+            if kind is not None:
                 bound[i] = [None if v is None else kind(v) for v in bound[i]]
-            continue
-        if isinstance(type_, UTCDateTime):
+        elif once:
             converted: dict[Any, Any] = {}
             bound[i] = [
                 converted[v] if v in converted else converted.setdefault(v, process(v)) for v in bound[i]
@@ -185,6 +263,24 @@ def _bound_columns(
         else:
             bound[i] = [process(v) for v in bound[i]]
     return bound
+
+
+@lru_cache(maxsize=256)
+def _binders(
+    types: tuple[TypeEngine[Any], ...], dialect: Dialect
+) -> list[tuple[Callable[[Any], Any] | None, type | None, bool]]:
+    """Per type: its bind processor, else the plain type to make values (or None); whether
+    to process each distinct value once (timestamps)."""
+    binders: list[tuple[Callable[[Any], Any] | None, type | None, bool]] = []
+    for type_ in types:
+        process = type_.dialect_impl(dialect).bind_processor(dialect)
+        kind = None
+        if process is None:
+            python_type = type_.python_type
+            if python_type in (int, float) or (python_type is str and dialect.name == "postgresql"):
+                kind = python_type
+        binders.append((process, kind, isinstance(type_, UTCDateTime)))
+    return binders
 
 
 def _array_type(type_: TypeEngine[Any], dialect: Dialect) -> str:

@@ -143,6 +143,7 @@ class CaseRow(Base):
             postgresql_where=text("status IN ('new', 'contacted')"),
         ),
         Index("ix_cases_status", "status", "priority"),
+        Index("ix_cases_author", "brand", "author_key"),  # an author's last closed case, to reopen
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)

@@ -367,13 +367,15 @@ class Collector:
                         cursor=batch.cursor,
                         now=batch_time,
                         brands=source.config.brands,
+                        # The next poll, as if this were the last batch (it usually is: one
+                        # feed response): no transaction of its own. A later failure reschedules.
+                        state_also={
+                            "last_warning": warning,
+                            "next_poll_at": self._next_poll(source, 0, None),
+                        },
                     )
                     if batch.reads:
                         state.add_reads(session, source.name, batch_time, batch.reads)
-                    state.record_warning(session, source.name, stream, warning)
-                    # The next poll, as if this were the last batch (it usually is: one feed
-                    # response): no transaction of its own. A later failure reschedules.
-                    state.schedule(session, source.name, stream, self._next_poll(source, 0, None))
                     scheduled = True
                 if batch.warning:
                     log.warning("source %s [%s]: %s", source.name, stream, batch.warning)

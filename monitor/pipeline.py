@@ -7,7 +7,7 @@ and the source's cursor is saved in the same transaction as the mentions it cove
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -149,12 +149,14 @@ class Pipeline:
         cursor: dict[str, Any] | None = None,
         now: datetime | None = None,
         brands: Iterable[str] = (),
+        state_also: Mapping[str, Any] | None = None,
     ) -> IngestResult:
-        """Run one batch through the whole path inside the caller's transaction."""
+        """Run one batch through the whole path inside the caller's transaction; with a `stream`,
+        its cursor is saved too (and the columns of `state_also`: see `state.record_success`)."""
         now = now or datetime.now(UTC)
         result, stored = self._ingest(session, mentions, source, now, brands)
         if stream is not None:
-            state.record_success(session, source, stream, cursor or {}, now, len(stored))
+            state.record_success(session, source, stream, cursor or {}, now, len(stored), state_also)
         return result
 
     def ingest_batches(

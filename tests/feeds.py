@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import gzip
 import html
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape
+
+from monitor.collector import Collector, CycleReport
+from monitor.config import Settings
+from monitor.storage.db import Database
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -72,3 +80,27 @@ def blogger(entries: list[dict[str, str]]) -> str:
         "<generator version='7.00' uri='http://www.blogger.com'>Blogger</generator>"
         f"<openSearch:totalResults>{len(entries)}</openSearch:totalResults>{body}</feed>"
     )
+
+
+def gzip_bomb(size: int) -> Callable[[BaseHTTPRequestHandler], Any]:
+    """A FeedServer route handler: a small gzip body that decodes to `size` bytes."""
+
+    def handler(request: BaseHTTPRequestHandler) -> None:
+        body = gzip.compress(b"<rss>" + b" " * size)
+        request.send_response(200)
+        request.send_header("Content-Type", "application/rss+xml")
+        request.send_header("Content-Encoding", "gzip")
+        request.send_header("Content-Length", str(len(body)))
+        request.end_headers()
+        request.wfile.write(body)
+
+    return handler
+
+
+def collect_once(settings: Settings, db: Database) -> CycleReport:
+    """One collection cycle with a collector of its own, closed after."""
+    collector = Collector(settings, db)
+    try:
+        return collector.collect()
+    finally:
+        collector.close()

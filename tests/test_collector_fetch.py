@@ -4,7 +4,6 @@ fetched and a shutdown stops between streams. Real local HTTP server, SQLite and
 
 from __future__ import annotations
 
-import gzip
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ from monitor.sources.base import Batch, Source, SourceConfig, StreamRequest
 from monitor.storage import queries, state
 from monitor.storage.db import Database
 
-from feeds import rss
+from feeds import collect_once, gzip_bomb, rss
 
 
 def feed(n: int) -> str:
@@ -32,14 +31,6 @@ def feed(n: int) -> str:
 
 def rss_settings(make_settings: Callable[..., Settings], urls: list[str], **source: Any) -> Settings:
     return make_settings(sources=[{"type": "rss", "name": "blogs", "urls": urls, "timeout": "1s", **source}])
-
-
-def collect(settings: Settings, db: Database) -> Any:
-    collector = Collector(settings, db)
-    try:
-        return collector.collect()
-    finally:
-        collector.close()
 
 
 def states(db: Database) -> dict[str, Any]:
@@ -71,14 +62,7 @@ def _sleeping(seconds: float, body: str) -> Callable[[BaseHTTPRequestHandler], N
     return handler
 
 
-def _gzip_bomb(request: BaseHTTPRequestHandler) -> None:
-    body = gzip.compress(b"<rss>" + b" " * 20_000_000)
-    request.send_response(200)
-    request.send_header("Content-Type", "application/rss+xml")
-    request.send_header("Content-Encoding", "gzip")
-    request.send_header("Content-Length", str(len(body)))
-    request.end_headers()
-    request.wfile.write(body)
+_gzip_bomb = gzip_bomb(20_000_000)
 
 
 def test_many_feeds_stored_in_order_and_a_bad_or_slow_one_costs_nobody_else(
@@ -104,7 +88,7 @@ def test_many_feeds_stored_in_order_and_a_bad_or_slow_one_costs_nobody_else(
             urls.append(feed_server.add(f"/f{n}", feed(n), content_type="application/rss+xml"))
     settings = rss_settings(make_settings, urls, max_bytes=100_000)
     started = time.monotonic()
-    report = collect(settings, db)
+    report = collect_once(settings, db)
     assert time.monotonic() - started < 8  # the 1 s deadline of the slow one held nobody back
     assert [line.stream for line in report.streams] == urls
     for n, line in enumerate(report.streams):
@@ -121,7 +105,7 @@ def test_many_feeds_stored_in_order_and_a_bad_or_slow_one_costs_nobody_else(
     # Second poll: every good feed answers 304; the bad ones fail again, each on its own.
     before = states(db)
     time.sleep(0.01)
-    report = collect(settings, db)
+    report = collect_once(settings, db)
     assert [line.stream for line in report.streams] == urls
     assert [n for n, line in enumerate(report.streams) if line.not_modified] == [
         n for n in range(40) if n not in bad
@@ -144,15 +128,15 @@ def test_a_304_clears_the_error_of_a_feed_that_failed_before(
 ) -> None:
     urls = [feed_server.add(f"/f{n}", feed(n), content_type="application/rss+xml") for n in range(3)]
     settings = rss_settings(make_settings, urls)
-    collect(settings, db)
+    collect_once(settings, db)
     body = feed_server.routes["/f1"]
     feed_server.add("/f1", "down", status=503)
-    report = collect(settings, db)
+    report = collect_once(settings, db)
     assert [bool(line.error) for line in report.streams] == [False, True, False]
     failed = states(db)[urls[1]]
     assert failed["errors"] == 1 and failed["last_error"]
     feed_server.routes["/f1"] = body  # back, unchanged: it answers 304 to the saved ETag
-    report = collect(settings, db)
+    report = collect_once(settings, db)
     assert [line.not_modified for line in report.streams] == [True, True, True] and not report.errors
     healed = states(db)[urls[1]]
     assert healed["errors"] == 0 and healed["last_error"] is None
@@ -168,7 +152,7 @@ def test_parked_feeds_are_not_fetched(
     until = datetime.now(UTC) + timedelta(hours=1)
     with db.session() as session:
         state.park(session, "blogs", urls[2], "held by a test", until)
-    report = collect(settings, db)
+    report = collect_once(settings, db)
     assert [line.stream for line in report.streams] == urls
     assert report.streams[2].parked and "held by a test" in report.streams[2].parked
     assert feed_server.hits_for("/f2") == []
@@ -203,7 +187,7 @@ def test_a_shutdown_stops_between_feeds_and_leaves_the_rest_for_the_next_poll(
     rows = states(db)
     assert all(rows[url]["last_poll_at"] is not None for url in urls[:3])
     assert all(rows[url]["last_poll_at"] is None and rows[url]["cursor"] == {} for url in urls[3:])
-    report = collect(settings, db)  # the next poll takes them up
+    report = collect_once(settings, db)  # the next poll takes them up
     assert [line.stored for line in report.streams] == [0] * 3 + [1] * 9
 
 

@@ -17,12 +17,13 @@ from typing import Any
 
 import pytest
 
-from monitor.collector import Collector
 from monitor.config import Settings
 from monitor.feedserver import FeedServer
 from monitor.sources.rss import unwrap_redirect
 from monitor.storage import queries
 from monitor.storage.db import Database
+
+from feeds import collect_once
 
 ALERTS = Path(__file__).parent / "fixtures" / "alerts"
 GOOGLE = (ALERTS / "google-alerts-bouygues-telecom.atom.xml").read_text(encoding="utf-8")
@@ -89,14 +90,6 @@ def alert_settings(make_settings: Callable[..., Settings], *urls: str) -> Settin
     return make_settings(sources=[{"type": "rss", "name": "alerts", "urls": list(urls)}])
 
 
-def collect(settings: Settings, db: Database) -> Any:
-    collector = Collector(settings, db)
-    try:
-        return collector.collect()
-    finally:
-        collector.close()
-
-
 def stored(db: Database) -> dict[str, dict[str, Any]]:
     with db.session() as session:
         return {m["external_id"]: m for m in queries.list_mentions(session)}
@@ -113,7 +106,7 @@ def test_alert_feeds_store_the_article_url_a_clean_title_and_the_brand(
 ) -> None:
     google = feed_server.add("/alerts/feeds/0770/9780", GOOGLE)
     talkwalker = feed_server.add("/alerts/rss/OPBC", TALKWALKER, content_type="application/rss+xml")
-    report = collect(alert_settings(make_settings, google, talkwalker), db)
+    report = collect_once(alert_settings(make_settings, google, talkwalker), db)
 
     assert report.errors == []
     found = stored(db)
@@ -157,11 +150,11 @@ def test_an_alert_is_stored_once_when_its_tracking_parameters_change(
         feed_server.add("/google", GOOGLE),
         feed_server.add("/talkwalker", TALKWALKER, content_type="application/rss+xml"),
     )
-    first = collect(settings, db)
+    first = collect_once(settings, db)
     for generation in (1, 2):
         feed_server.add("/google", retracked(GOOGLE, generation))
         feed_server.add("/talkwalker", retracked(TALKWALKER, generation), content_type="application/rss+xml")
-        again = collect(settings, db)
+        again = collect_once(settings, db)
         assert again.errors == [] and not any(line.not_modified for line in again.streams)
         assert (again.totals.received, again.totals.stored, again.totals.duplicates) == (5, 0, 4)
 
@@ -189,9 +182,9 @@ def test_without_a_stable_entry_id_the_unwrapped_article_url_is_the_identity(
     """No guid, or a guid that is the tracking link: the article's URL identifies the item."""
     feed = variant(TALKWALKER)
     settings = alert_settings(make_settings, feed_server.add("/tw", feed, content_type="application/rss+xml"))
-    collect(settings, db)
+    collect_once(settings, db)
     feed_server.add("/tw", retracked(feed, 1), content_type="application/rss+xml")
-    again = collect(settings, db)
+    again = collect_once(settings, db)
 
     assert set(stored(db)) == {FRANCE_BLEU, FORUM}
     assert again.totals.stored == 0 and again.totals.duplicates == 2

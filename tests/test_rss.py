@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import socket
 import time
@@ -22,7 +21,7 @@ from monitor.sources import rss as rss_module
 from monitor.storage import queries, state
 from monitor.storage.db import Database
 
-from feeds import atom, blogger, rss, seed_post
+from feeds import atom, blogger, gzip_bomb, rss, seed_post
 
 ENGLISH = rss(
     [
@@ -221,14 +220,7 @@ def _reset(request: BaseHTTPRequestHandler) -> None:
     request.close_connection = True
 
 
-def _gzip_bomb(request: BaseHTTPRequestHandler) -> None:
-    body = gzip.compress(b"<rss>" + b" " * 5_000_000)
-    request.send_response(200)
-    request.send_header("Content-Type", "application/rss+xml")
-    request.send_header("Content-Encoding", "gzip")
-    request.send_header("Content-Length", str(len(body)))
-    request.end_headers()
-    request.wfile.write(body)
+_gzip_bomb = gzip_bomb(5_000_000)
 
 
 BROKEN: dict[str, tuple[dict[str, Any], str]] = {

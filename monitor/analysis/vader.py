@@ -5,8 +5,8 @@ times: negation, idioms), and walks the post character by character looking for 
 port lowercases once, finds emoji with one set test, and does the per-word work only for the words
 in VADER's lexicon; it reads VADER's own lexicon and constants, and keeps its quirks (the "but"
 rule, the "no" rule). A test holds it to the library's output on every French and English
-tweet of the shared data sets; it is about 3x faster, and English sentiment features run it on
-every post.
+tweet of the shared data sets; it is about 2.3x faster, and English sentiment features run it
+on every post.
 """
 
 from __future__ import annotations

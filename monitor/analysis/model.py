@@ -56,9 +56,14 @@ def sentiment_label(value: str) -> int:
     raise ValueError(f"expected negative/neutral/positive or 0/1/2, got {value!r}")
 
 
-def lexicon_features(texts: Sequence[str], lang: str) -> sp.csr_matrix:
+def lexicon_scores(texts: Sequence[str], lang: str) -> np.ndarray:
+    """The lexicon feature columns, weighted: (texts, LEXICON_COLUMNS) float32."""
     rows = [lexicon.scores(text, lang) for text in texts]
-    return sp.csr_matrix(np.asarray(rows, dtype=np.float32).reshape(len(rows), 3) * LEXICON_WEIGHT)
+    return np.asarray(rows, dtype=np.float32).reshape(len(rows), LEXICON_COLUMNS) * LEXICON_WEIGHT
+
+
+def lexicon_features(texts: Sequence[str], lang: str) -> sp.csr_matrix:
+    return sp.csr_matrix(lexicon_scores(texts, lang))
 
 
 def word_ngrams(text: str, low: int, high: int) -> list[str]:
@@ -238,11 +243,8 @@ class LanguageModel:
         """Word n-grams, character n-grams, then the lexicon scores: one matrix, one pass."""
         if not prepared:
             texts = [model_text(t) for t in texts]
-        lexicon_scores = np.asarray([lexicon.scores(t, self.lang) for t in texts], dtype=np.float32)
         return tfidf_matrix(
-            [self.words, self.chars],
-            [t.lower() for t in texts],
-            lexicon_scores.reshape(len(texts), LEXICON_COLUMNS) * LEXICON_WEIGHT,
+            [self.words, self.chars], [t.lower() for t in texts], lexicon_scores(texts, self.lang)
         )
 
     def top_words(

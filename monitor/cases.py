@@ -379,6 +379,11 @@ class CaseBatch:
                     self._notices.append((len(self._events) - 1, case.id, notice))
         return attached
 
+    @property
+    def needs_ids(self) -> bool:
+        """Whether `write` reads ids back (a resolution notice names its event)."""
+        return bool(self._notices)
+
     def write(self) -> list[dict[str, Any]]:
         """Store the batch's case events (one INSERT) and changed cases (one UPDATE).
 

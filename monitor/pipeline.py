@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -154,9 +154,11 @@ class Pipeline:
         """Run one batch through the whole path inside the caller's transaction; with a `stream`,
         its cursor is saved too (and the columns of `state_also`: see `state.record_success`)."""
         now = now or datetime.now(UTC)
-        result, stored = self._ingest(session, mentions, source, now, brands)
-        if stream is not None:
-            state.record_success(session, source, stream, cursor or {}, now, len(stored), state_also)
+        result, stored, tail = self._ingest(session, mentions, source, now, brands)
+        with queries.pipelined(session, tail.returns_nothing):
+            tail.write(session)
+            if stream is not None:
+                state.record_success(session, source, stream, cursor or {}, now, len(stored), state_also)
         return result
 
     def ingest_batches(
@@ -175,20 +177,26 @@ class Pipeline:
         """
         now = now or datetime.now(UTC)
         owner = {id(m): n for n, batch in enumerate(batches) for m in batch.mentions}
-        total, stored = self._ingest(session, [m for b in batches for m in b.mentions], source, now, brands)
+        total, stored, tail = self._ingest(
+            session, [m for b in batches for m in b.mentions], source, now, brands
+        )
         results = [IngestResult(received=len(batch.mentions)) for batch in batches]
         for mention in stored:
             results[owner[id(mention)]].stored += 1
-        for batch, result in zip(batches, results, strict=True):
-            state.record_success(session, source, batch.stream, batch.cursor, now, result.stored)
+        with queries.pipelined(session, tail.returns_nothing):
+            tail.write(session)
+            for batch, result in zip(batches, results, strict=True):
+                state.record_success(session, source, batch.stream, batch.cursor, now, result.stored)
         return total, results
 
     def _ingest(
         self, session: Session, mentions: Sequence[Mention], source: str, now: datetime, brands: Iterable[str]
-    ) -> tuple[IngestResult, list[Mention]]:
+    ) -> tuple[IngestResult, list[Mention], _Tail]:
+        """The batch up to its last writes, which are returned (`_Tail`) for the caller to send
+        with its own (the stream's state), all at once."""
         result = IngestResult(received=len(mentions))
         if not mentions:  # a 304, an empty page: only the cursor moves
-            return result, []
+            return result, [], _Tail()
         normalized = [normalize(m, now) for m in mentions if m.external_id and m.external_id.strip()]
         matched = self.match_brands(normalized, brands)
         result.unmatched = len(normalized) - len(matched)
@@ -200,8 +208,8 @@ class Pipeline:
         result.stored = len(stored)
         result.duplicates = len(matched) - len(stored)
         context = DatabaseContext(session)  # one per batch: it caches its answers
-        self._flag(session, [(m, self.rules.evaluate(m, context)) for m in stored], now, result)
-        return result, stored
+        tail = self._flag(session, [(m, self.rules.evaluate(m, context)) for m in stored], now, result)
+        return result, stored, tail
 
     def _flag(
         self,
@@ -209,14 +217,15 @@ class Pipeline:
         evaluated: Sequence[tuple[Mention, list[FlagDraft]]],
         now: datetime,
         result: IngestResult,
-    ) -> None:
+    ) -> _Tail:
         """Flags, cases and alerts for a whole batch of stored mentions, with a few statements.
 
         Flags are handled in mention order, each mention's by priority, as one at a time would
         be: a mention's flag opens its author's case, later ones attach to it. Mentions that
         raise no flag may still join a case: its author's follow-up, or a reply in its
-        conversation. Rows are written once for the batch: flags, case events, changed cases,
-        then every outbox row in one INSERT, all in the caller's transaction.
+        conversation. Rows are written once for the batch: flags here; case events, changed
+        cases and every outbox row in one INSERT by the returned `_Tail`, all in the caller's
+        transaction.
         """
         flagged = [
             (mention, draft)
@@ -285,7 +294,28 @@ class Pipeline:
             auto_resolve=self.settings.auto_resolve,
             channels=self.settings.channels,
         )
-        insert_alerts(session, alerts + cases.write())
+        return _Tail(cases, alerts)
+
+
+@dataclass(slots=True)
+class _Tail:
+    """A batch's last writes: its case events and changed cases, then its outbox rows.
+
+    Left to `ingest` so that they go out with the stream's state in one `queries.pipelined`
+    block: none of them waits for the one before (unless a resolution notice needs its
+    event's id).
+    """
+
+    cases: CaseBatch | None = None
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def returns_nothing(self) -> bool:
+        return self.cases is None or not self.cases.needs_ids
+
+    def write(self, session: Session) -> None:
+        notices = self.cases.write() if self.cases is not None else []
+        insert_alerts(session, self.alerts + notices)
 
 
 def _cooldown_key(mention: Mention, draft: FlagDraft) -> tuple[str, str, str]:

@@ -389,6 +389,47 @@ def test_scores_of_mixed_number_types_are_stored(
     assert [stored[str(n)]["author_followers"] for n in range(3)] == [12, 7, None]
 
 
+def _refuse_inserts(db: Database, table: str) -> None:
+    """A trigger that makes the database itself refuse every INSERT into `table`."""
+    with db.engine.begin() as connection:
+        if db.is_sqlite:
+            connection.exec_driver_sql(
+                f"CREATE TRIGGER refuse BEFORE INSERT ON {table} BEGIN SELECT RAISE(ABORT, '{table} refused'); END"
+            )
+        else:
+            connection.exec_driver_sql(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+                f" $$ BEGIN RAISE EXCEPTION '{table} refused'; END $$"
+            )
+            connection.exec_driver_sql(
+                f"CREATE TRIGGER refuse BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION refuse()"
+            )
+
+
+@pytest.mark.parametrize("table", ["case_events", "outbox", "source_state"])
+def test_a_refused_last_write_fails_the_whole_batch_and_it_is_stored_on_retry(
+    db: Database, pipeline: Pipeline, table: str
+) -> None:
+    """The batch's last writes go out together (PostgreSQL's pipeline mode): the database
+    refusing any of them fails the batch as a whole, with its error, and nothing of it stays."""
+    batch = [post("1", "Bouygues Telecom en panne, je vais résilier")]
+    _refuse_inserts(db, table)
+    with pytest.raises(StorageError, match=f"{table} refused"), db.session() as session:
+        pipeline.ingest(session, batch, source="blogs", stream="s", cursor={"etag": "new"}, now=NOW)
+    assert counts(db) == {"mentions": 0, "flags": 0, "cases": 0, "case_events": 0, "outbox": 0}
+    with db.session() as session:
+        assert state.load_cursor(session, "blogs", "s") == {}
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TRIGGER refuse" + ("" if db.is_sqlite else f" ON {table}"))
+    for mention in batch:
+        mention.id = None  # assigned by the insert that was rolled back
+    with db.session() as session:
+        result = pipeline.ingest(session, batch, source="blogs", stream="s", cursor={"etag": "new"}, now=NOW)
+    assert (result.stored, result.flags, result.cases_opened, result.alerts_queued) == (1, 2, 1, 1)
+    with db.session() as session:
+        assert state.load_cursor(session, "blogs", "s") == {"etag": "new"}
+
+
 def test_a_batch_costs_a_few_statements_whatever_its_size(
     db: Database, make_settings: Callable[..., Settings]
 ) -> None:

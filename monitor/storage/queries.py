@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -14,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Table, func, select
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeEngine
 
@@ -82,6 +84,31 @@ def known_external_ids(session: Session, source: str, external_ids: Sequence[str
         arguments = {"sqlite": (source, json.dumps(chunk)), "postgresql": (chunk, source)}
         found.update(row[0] for row in by_dialect(session, _KNOWN, arguments))
     return found
+
+
+@contextmanager
+def pipelined(session: Session, enabled: bool = True) -> Iterator[None]:
+    """Statements that return no rows, sent one after another without waiting for each: on
+    PostgreSQL, psycopg's pipeline mode (the server runs one while the next is being prepared,
+    and the block waits once, at its end); elsewhere, or not `enabled`, as usual.
+
+    Nothing in the block may read a result (a RETURNING, a SELECT): in pipeline mode there is
+    none yet. An error of any statement is raised when the block ends, as SQLAlchemy's error
+    for it, and fails the transaction as it would have without the pipeline.
+    """
+    connection = session.connection()
+    if not enabled or connection.dialect.name != "postgresql":
+        yield
+        return
+    import psycopg
+
+    driver = connection.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    try:
+        with driver.pipeline():
+            yield
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(None, None, exc, psycopg.Error) from exc
 
 
 def insert_mentions(session: Session, mentions: Sequence[Mention]) -> list[Mention]:

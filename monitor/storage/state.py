@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Insert, Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -146,19 +147,32 @@ def record_success(
         values["last_warning"] = values["last_warning"][:2000]
     row = session.info.setdefault("source_state", {}).get((source, stream))
     if row is None:
-        table = cast(Table, SourceStateRow.__table__)
-        insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        statement = insert(table).values(source=source, stream=stream, mentions_total=new_mentions, **values)
-        total = func.coalesce(table.c.mentions_total, 0) + new_mentions
-        session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[table.c.source, table.c.stream], set_={**values, "mentions_total": total}
-            )
+        connection = session.connection()
+        statement = _upsert(connection.dialect.name, tuple(values))
+        connection.execute(
+            statement, {"source": source, "stream": stream, "mentions_total": new_mentions, **values}
         )
         return
     for name, value in values.items():
         setattr(row, name, value)
     row.mentions_total = (row.mentions_total or 0) + new_mentions
+
+
+@lru_cache(maxsize=16)
+def _upsert(dialect: str, columns: tuple[str, ...]) -> Insert:
+    """`record_success`'s upsert for these columns, built once: its values are bound
+    parameters, so SQLAlchemy compiles it once and each batch pays only the execution."""
+    table = cast(Table, SourceStateRow.__table__)
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    names = ("source", "stream", "mentions_total", *columns)
+    statement = (
+        insert(table).inline().values({name: bindparam(name, type_=table.c[name].type) for name in names})
+    )
+    total = func.coalesce(table.c.mentions_total, 0) + statement.excluded.mentions_total
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.source, table.c.stream],
+        set_={**{name: statement.excluded[name] for name in columns}, "mentions_total": total},
+    )
 
 
 def record_not_modified(

@@ -63,6 +63,9 @@ class Plan:
     fingerprint: str
 
 
+_NOTHING = IngestResult()  # the result of a stream that had nothing to store: only read, never added to
+
+
 def _unchanged(plan: Plan, batch: Batch) -> bool:
     """A response with nothing to store: no mention, no cursor change, no warning, no read billed."""
     return (
@@ -230,9 +233,10 @@ class Collector:
             self._ingest_stream(source, batch.stream, plan, totals, iter([batch]))
             return
         try:
+            flags = [_unchanged(plan, batch) for plan, batch in group]
             with self.db.session() as session:
                 now = self.clock()
-                changed = [batch for plan, batch in group if not _unchanged(plan, batch)]
+                changed = [batch for (_plan, batch), same in zip(group, flags, strict=True) if not same]
                 total, results = IngestResult(), [IngestResult() for _ in changed]
                 if changed:
                     state.preload(session, source.name, [batch.stream for batch in changed])
@@ -246,7 +250,7 @@ class Collector:
                         state.record_warning(session, source.name, batch.stream, warning)
                         state.schedule(session, source.name, batch.stream, self._next_poll(source, 0, None))
                 # 304s: no mention, no cursor to store; their state rows in one statement.
-                unchanged = [batch.stream for plan, batch in group if _unchanged(plan, batch)]
+                unchanged = [batch.stream for (_plan, batch), same in zip(group, flags, strict=True) if same]
                 if unchanged:
                     state.record_not_modified(
                         session, source.name, unchanged, now, self._next_poll(source, 0, None)
@@ -266,7 +270,7 @@ class Collector:
         totals.add(total)
         by_stream = dict(zip((batch.stream for batch in changed), results, strict=True))
         for plan, batch in group:
-            result = by_stream.get(batch.stream) or IngestResult()
+            result = by_stream.get(batch.stream) or _NOTHING
             line = plan.line
             line.not_modified, line.received, line.stored = batch.not_modified, result.received, result.stored
             if batch.warning:
@@ -316,12 +320,14 @@ class Collector:
             with self.db.session() as own:
                 return self._prepare(source, stream, own, fingerprint, known)
         line = StreamReport(source.name, stream)
-        now = self.clock()
         fingerprint = fingerprint or source.fingerprint()
         cap = source.config.monthly_read_cap
         limit: int | None = None
         row = known or state.get_state(session, source.name, stream)
         cursor = dict(row.cursor or {})
+        if cap is None and not row.parked_reason:  # most streams: nothing to decide
+            return Plan(line, cursor, limit, fingerprint)
+        now = self.clock()
         line.parked = state.parked_reason(row, now, fingerprint)
         if line.parked is None and cap is not None:
             used = state.reads_this_month(session, source.name, now)

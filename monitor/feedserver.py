@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -36,12 +37,23 @@ class Route:
         return self._etag[1]
 
 
+class _Headers(HTTPMessage):
+    """The request's headers, and the first value of each by its lower-cased name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first: dict[str, str] = {}
+
+
 def _parse_request(request: BaseHTTPRequestHandler) -> bool | None:
     """`BaseHTTPRequestHandler.parse_request` for a plain HTTP/1.x request line (None for any
     other: http.server's own handles it), with the headers read as a real server reads them
     rather than through the email package, whose parser cost more than all the rest of a 304.
     Same result: every header in an `HTTPMessage`, the same limits (line length, header
     count), keep-alive and `Expect: 100-continue` as http.server does.
+
+    The first value of each header is also indexed by its lower-cased name (`_Headers.first`):
+    `HTTPMessage.get` scans and re-checks every header on each call.
     """
     raw: bytes = request.raw_requestline  # type: ignore[attr-defined]  # read by handle_one_request
     words = raw.split()
@@ -51,7 +63,7 @@ def _parse_request(request: BaseHTTPRequestHandler) -> bool | None:
     request.requestline = requestline
     request.command, path, request.request_version = requestline.split()
     request.path = "/" + path.lstrip("/") if path.startswith("//") else path
-    headers = HTTPMessage()
+    headers = _Headers()
     fields: list[list[str]] = []
     while True:
         line = request.rfile.readline(65537)
@@ -69,17 +81,65 @@ def _parse_request(request: BaseHTTPRequestHandler) -> bool | None:
             continue
         name, _, value = text.partition(":")
         fields.append([name, value.lstrip(" \t").rstrip("\r\n")])
+    first = headers.first
     for name, value in fields:
         headers.set_raw(name, value)
+        first.setdefault(name.lower(), value)
     request.headers = headers
-    connection = (headers.get("Connection") or "").lower()
+    connection = first.get("connection", "").lower()
     if request.request_version == "HTTP/1.1":
         request.close_connection = connection == "close"
     else:
         request.close_connection = connection != "keep-alive"
-    if (headers.get("Expect") or "").lower() == "100-continue" and request.request_version == "HTTP/1.1":
+    if first.get("expect", "").lower() == "100-continue" and request.request_version == "HTTP/1.1":
         return request.handle_expect_100()
     return True
+
+
+def _header(request: BaseHTTPRequestHandler, name: str) -> str | None:
+    """`request.headers.get(name)`, from the index when `_parse_request` read the headers."""
+    headers = request.headers
+    return headers.first.get(name.lower()) if isinstance(headers, _Headers) else headers.get(name)
+
+
+def _respond(
+    request: BaseHTTPRequestHandler, status: int, headers: list[tuple[str, str]], body: bytes = b""
+) -> None:
+    """`send_response`, `send_header` for each header, `end_headers`, then the body: the same
+    bytes in one write, and the Date formatted once a second rather than once a response."""
+    if not isinstance(request.headers, _Headers):  # not read by `_parse_request`: http.server's way
+        request.send_response(status)
+        for name, value in headers:
+            request.send_header(name, value)
+        request.end_headers()
+        request.wfile.write(body)
+        return
+    lines = [
+        f"{request.protocol_version} {status} {request.responses.get(status, ('',))[0]}\r\n"
+        f"Server: {request.version_string()}\r\nDate: {_date()}\r\n"
+    ]
+    for name, value in headers:
+        lines.append(f"{name}: {value}\r\n")
+        if name.lower() == "connection":
+            if value.lower() == "close":
+                request.close_connection = True
+            elif value.lower() == "keep-alive":
+                request.close_connection = False
+    lines.append("\r\n")
+    request.wfile.write("".join(lines).encode("latin-1", "strict") + body)
+
+
+_dates: list[tuple[int, str]] = [(0, "")]
+
+
+def _date() -> str:
+    """`BaseHTTPRequestHandler.date_time_string()`, formatted once per second."""
+    now = int(time.time())
+    second, text = _dates[-1]
+    if second != now:
+        text = formatdate(now, usegmt=True)
+        _dates[-1] = (now, text)
+    return text
 
 
 class _Server(ThreadingHTTPServer):
@@ -155,24 +215,24 @@ class FeedServer:
         if route.conditional and route.status == 200:
             headers.setdefault("ETag", route.etag)
             headers.setdefault("Last-Modified", route.last_modified)
-            validator = request.headers.get("If-None-Match")
+            validator = _header(request, "If-None-Match")
             if validator == route.etag or (
-                validator is None and request.headers.get("If-Modified-Since") == route.last_modified
+                validator is None and _header(request, "If-Modified-Since") == route.last_modified
             ):
                 self.record(request, 304)
-                request.send_response(304)
-                request.send_header("ETag", route.etag)
-                request.send_header("Content-Length", "0")
-                request.end_headers()
+                _respond(request, 304, [("ETag", route.etag), ("Content-Length", "0")])
                 return
         self.record(request, route.status)
-        request.send_response(route.status)
-        request.send_header("Content-Type", route.content_type)
-        request.send_header("Content-Length", str(len(route.body)))
-        for name, value in headers.items():
-            request.send_header(name, value)
-        request.end_headers()
-        request.wfile.write(route.body)
+        _respond(
+            request,
+            route.status,
+            [
+                ("Content-Type", route.content_type),
+                ("Content-Length", str(len(route.body))),
+                *headers.items(),
+            ],
+            route.body,
+        )
 
     def start(self) -> FeedServer:
         self._thread.start()

@@ -88,10 +88,14 @@ class _Slots:
         self.free = count
         self._waiters: deque[asyncio.Future[None]] = deque()
 
-    async def __aenter__(self) -> None:
+    def take(self) -> bool:
+        """Take a free slot if there is one and nobody waits for it; else `wait` for one."""
         if self.free > 0 and not self._waiters:
             self.free -= 1
-            return
+            return True
+        return False
+
+    async def wait(self) -> None:
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
@@ -100,6 +104,10 @@ class _Slots:
             if waiter.done() and not waiter.cancelled():  # handed a slot while being cancelled
                 self.give()
             raise
+
+    async def __aenter__(self) -> None:
+        if not self.take():
+            await self.wait()
 
     async def __aexit__(self, *exc: object) -> None:
         self.give()
@@ -113,6 +121,96 @@ class _Slots:
                     break
             else:
                 self.free += 1
+
+
+class _Deadline:
+    """One request's deadline (see `_Deadlines`)."""
+
+    __slots__ = ("expired", "task", "when")
+
+    def __init__(self, when: float, task: asyncio.Task[object] | None) -> None:
+        self.when = when
+        self.task = task  # None once the request has ended
+        self.expired = False
+
+
+class _Deadlines:
+    """The deadlines of a Fetcher's requests, on one timer of the loop rather than one each.
+
+    Every request of a Fetcher has the same timeout, so they expire in the order they started:
+    a queue in that order and one timer set for its oldest live deadline do what an
+    `asyncio.timeout` per request does (cancel the task when its time is up) without a timer
+    handle made, scheduled, cancelled and swept from the loop's heap for every request.
+    """
+
+    __slots__ = ("_loop", "_queue", "_timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue: deque[_Deadline] = deque()
+        self._timer: asyncio.TimerHandle | None = None  # set for the oldest deadline not yet ended
+
+    def start(self, seconds: float, task: asyncio.Task[object]) -> _Deadline:
+        deadline = _Deadline(self._loop.time() + seconds, task)
+        queue = self._queue
+        if queue and queue[-1].when > deadline.when:  # the timeout was lowered meanwhile: keep the order
+            queue.append(deadline)
+            self._queue = deque(sorted(queue, key=lambda entry: entry.when))
+            self._arm()
+            return deadline
+        queue.append(deadline)
+        if self._timer is None:
+            self._timer = self._loop.call_at(deadline.when, self._expire, deadline.when)
+        return deadline
+
+    def end(self, deadline: _Deadline) -> None:
+        deadline.task = None
+        queue = self._queue
+        while queue and queue[0].task is None:  # in the usual order, the queue stays short
+            queue.popleft()
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._queue:
+            self._timer = self._loop.call_at(self._queue[0].when, self._expire, self._queue[0].when)
+
+    def _expire(self, due: float) -> None:
+        """Cancel the requests whose time is up (the loop may call this a hair before `due`)."""
+        self._timer = None
+        queue, now = self._queue, max(self._loop.time(), due)
+        while queue:
+            deadline = queue[0]
+            if deadline.task is not None:
+                if deadline.when > now:
+                    self._timer = self._loop.call_at(deadline.when, self._expire, deadline.when)
+                    return
+                deadline.expired = True
+                deadline.task.cancel()
+            queue.popleft()
+
+
+class _Handover:
+    """The outcomes of one `get_many`, from the loop to the caller's thread: those that ended in
+    the same turn of the loop go over together, so the caller is woken once for them, not once each."""
+
+    __slots__ = ("_loop", "_ready", "queue")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._ready: list[tuple[int, Response | Exception]] = []
+        self.queue: queue.SimpleQueue[list[tuple[int, Response | Exception]]] = queue.SimpleQueue()
+
+    def put(self, index: int, outcome: Response | Exception) -> None:
+        if not self._ready:
+            self._loop.call_soon(self.flush)
+        self._ready.append((index, outcome))
+
+    def flush(self) -> None:
+        if self._ready:
+            self.queue.put(self._ready)
+            self._ready = []
 
 
 def redact_url(url: str) -> str:
@@ -194,6 +292,7 @@ class Fetcher:
         # Made and used on the loop's thread only.
         self._session: aiohttp.ClientSession | None = None
         self._slots: _Slots | None = None
+        self._deadlines: _Deadlines | None = None
         self._hosts: dict[str, _Slots] = {}
 
     def get(self, url: str, headers: dict[str, str] | None = None) -> Response:
@@ -221,10 +320,10 @@ class Fetcher:
         if not items:
             return
         loop = self._running_loop()
-        done: queue.SimpleQueue[tuple[int, Response | Exception]] = queue.SimpleQueue()
+        handover = _Handover(loop)
         window = _Slots(min(ahead, len(items)))  # used on the loop only
         batch = min(_CREDIT_BATCH, ahead)
-        runner = asyncio.run_coroutine_threadsafe(self._run_many(items, done, window), loop)
+        runner = asyncio.run_coroutine_threadsafe(self._run_many(items, handover, window), loop)
         waiting: dict[int, Response | Exception] = {}
         taken = returned = 0
         try:
@@ -232,13 +331,12 @@ class Fetcher:
                 while index not in waiting:
                     stopped = runner.done()  # then all it will ever answer is queued already
                     try:
-                        position, outcome = done.get(block=not stopped, timeout=1.0)
+                        waiting.update(handover.queue.get(block=not stopped, timeout=1.0))
                     except queue.Empty:
                         if not stopped:
                             continue
                         # No answer for this one: the Fetcher was closed meanwhile.
-                        position, outcome = index, _interrupted(items[index][0], runner)
-                    waiting[position] = outcome
+                        waiting[index] = _interrupted(items[index][0], runner)
                 outcome = waiting.pop(index)
                 taken += 1
                 if taken - returned >= batch:  # let the loop start as many more
@@ -249,32 +347,51 @@ class Fetcher:
             runner.cancel()
 
     async def _run_many(
-        self,
-        items: list[tuple[str, dict[str, str]]],
-        done: queue.SimpleQueue[tuple[int, Response | Exception]],
-        window: _Slots,
+        self, items: list[tuple[str, dict[str, str]]], handover: _Handover, window: _Slots
     ) -> None:
-        """Start each request once the window allows it; put every outcome on `done`."""
+        """Start each request, in order, once the window allows it; hand every outcome over.
+
+        The requests to a host queue in a lane of their own, which up to `per_host` tasks
+        take them from one after another: no task is made per request, and none waits for the
+        host's turn while holding a request another host could have started.
+        """
+        lanes: dict[str, deque[tuple[int, str, dict[str, str]]]] = {}
+        busy: dict[str, int] = {}  # tasks taking from each lane
         running: set[asyncio.Task[None]] = set()
 
-        async def one(index: int, url: str, headers: dict[str, str]) -> None:
+        async def work(host: str, lane: deque[tuple[int, str, dict[str, str]]]) -> None:
             try:
-                outcome: Response | Exception = await self._get(url, headers)
-            except Exception as exc:  # noqa: BLE001 - handed to the caller, in its place
-                outcome = exc
-            done.put((index, outcome))
+                while lane:
+                    index, url, headers = lane.popleft()
+                    try:
+                        outcome: Response | Exception = await self._get(url, headers)
+                    except Exception as exc:  # noqa: BLE001 - handed to the caller, in its place
+                        outcome = exc
+                    handover.put(index, outcome)
+            finally:
+                busy[host] -= 1
 
         try:
             for index, (url, headers) in enumerate(items):
-                await window.__aenter__()  # given back by the caller as it takes the outcomes
-                task = asyncio.create_task(one(index, url, headers))
-                running.add(task)
-                task.add_done_callback(running.discard)
+                if not window.take():
+                    await window.wait()  # given back by the caller as it takes the outcomes
+                host = _host_key(url)
+                lane = lanes.get(host)
+                if lane is None:
+                    lane = lanes[host] = deque()
+                    busy[host] = 0
+                lane.append((index, url, headers))
+                if busy[host] < self.per_host:
+                    busy[host] += 1
+                    task = asyncio.create_task(work(host, lane))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
             while running:
                 await asyncio.wait(list(running))
         finally:
             for task in running:
                 task.cancel()
+            handover.flush()  # before this task is seen done: all it answered is then queued
 
     def close(self) -> None:
         with self._lock:
@@ -307,7 +424,7 @@ class Fetcher:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
-        self._session, self._slots, self._hosts = None, None, {}
+        self._session, self._slots, self._deadlines, self._hosts = None, None, None, {}
         await asyncio.get_running_loop().shutdown_default_executor()  # DNS lookups run there
 
     def _open(self) -> aiohttp.ClientSession:
@@ -325,6 +442,7 @@ class Fetcher:
                 trust_env=False,
             )
             self._slots = _Slots(self.max_connections)
+            self._deadlines = _Deadlines(asyncio.get_running_loop())
         return self._session
 
     def _host_slots(self, url: str) -> _Slots:
@@ -336,30 +454,63 @@ class Fetcher:
 
     async def _get(self, url: str, headers: dict[str, str]) -> Response:
         session = self._open()
-        assert self._slots is not None
+        slots, deadlines = self._slots, self._deadlines
+        assert slots is not None and deadlines is not None
         # A turn per host first, then one of all: a busy host cannot hold every slot. The
         # deadline starts once the request has its turn.
-        async with self._host_slots(url), self._slots:
-            current = url
+        host = self._host_slots(url)
+        if not host.take():
+            await host.wait()
+        try:
+            if not slots.take():
+                await slots.wait()
             try:
-                async with asyncio.timeout(self.timeout):
-                    for _hop in range(self.max_redirects + 1):
-                        if not current.startswith(("http://", "https://")) and urlsplit(
-                            current
-                        ).scheme.lower() not in ("http", "https"):
-                            raise FatalSourceError(
-                                f"refused to fetch {redact_url(current)!r}: only http and https are allowed"
-                                + (f" (redirected from {redact_url(url)})" if current != url else "")
-                            )
-                        response = await self._get_once(session, current, headers)
-                        if response.status in _REDIRECTS and "location" in response.headers:
-                            current = urljoin(current, response.headers["location"])
-                            continue
-                        return response
-            except TimeoutError as exc:
-                raise RetriableSourceError(
-                    f"timed out after {self.timeout:g}s fetching {redact_url(current)}"
-                ) from exc
+                return await self._get_within(session, deadlines, url, headers)
+            finally:
+                slots.give()
+        finally:
+            host.give()
+
+    async def _get_within(
+        self, session: aiohttp.ClientSession, deadlines: _Deadlines, url: str, headers: dict[str, str]
+    ) -> Response:
+        """The request and its redirect hops, within one deadline (`timeout`)."""
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        current = url
+        deadline = deadlines.start(self.timeout, task)
+        try:
+            try:
+                for _hop in range(self.max_redirects + 1):
+                    if not current.startswith(("http://", "https://")) and urlsplit(
+                        current
+                    ).scheme.lower() not in ("http", "https"):
+                        raise FatalSourceError(
+                            f"refused to fetch {redact_url(current)!r}: only http and https are allowed"
+                            + (f" (redirected from {redact_url(url)})" if current != url else "")
+                        )
+                    response = await self._get_once(session, current, headers)
+                    if response.status in _REDIRECTS and "location" in response.headers:
+                        current = urljoin(current, response.headers["location"])
+                        continue
+                    return response
+            except asyncio.CancelledError as exc:
+                # As `asyncio.timeout` does: the deadline's cancellation, unless someone else's came too.
+                if not deadline.expired:
+                    raise
+                deadline.expired = False  # uncancelled here, once
+                if task.uncancel() > cancelling:
+                    raise
+                raise TimeoutError from exc
+            finally:
+                deadlines.end(deadline)
+                if deadline.expired:  # the deadline cancelled the task as the request ended otherwise
+                    task.uncancel()
+        except TimeoutError as exc:
+            raise RetriableSourceError(
+                f"timed out after {self.timeout:g}s fetching {redact_url(current)}"
+            ) from exc
         raise FatalSourceError(f"too many redirects (more than {self.max_redirects}) from {redact_url(url)}")
 
     async def _get_once(self, session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> Response:

@@ -55,3 +55,32 @@ def test_other_request_lines_and_oversized_headers_are_refused_as_http_server_do
     assert _exchange(feed_server, too_long).startswith(b"HTTP/1.1 431 ")
     too_many = b"GET /a HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % n for n in range(101)) + b"\r\n"
     assert _exchange(feed_server, too_many).startswith(b"HTTP/1.1 431 ")
+
+
+def test_responses_carry_what_http_server_would_send(feed_server: FeedServer) -> None:
+    """Status line, Server and Date, then the route's headers in order (repeated ones too), then
+    the body: whether http.server's parser read the request (HTTP/1.2) or ours did."""
+    feed_server.add("/a", "A", content_type="text/plain", headers={"Content-Type": "text/xml", "X-One": "1"})
+    for version in (b"HTTP/1.1", b"HTTP/1.2"):
+        reply = _exchange(feed_server, b"GET /a " + version + b"\r\nHost: x\r\nConnection: close\r\n\r\n")
+        head, _, body = reply.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        assert lines[0] == b"HTTP/1.1 200 OK" and body == b"A", version
+        names = [line.split(b":", 1)[0] for line in lines[1:]]
+        assert names[:2] == [b"Server", b"Date"], version
+        assert names[2:] == [
+            b"Content-Type",
+            b"Content-Length",
+            b"Content-Type",
+            b"X-One",
+            b"ETag",
+            b"Last-Modified",
+        ], version
+        assert lines[3:5] == [b"Content-Type: text/plain", b"Content-Length: 1"], version
+
+
+def test_a_route_that_says_connection_close_closes_it(feed_server: FeedServer) -> None:
+    feed_server.add("/a", "A", headers={"Connection": "close"})
+    feed_server.add("/b", "B")
+    reply = _exchange(feed_server, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert reply.count(b"HTTP/1.1 200 ") == 1 and reply.endswith(b"A")

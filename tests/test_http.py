@@ -381,6 +381,66 @@ def test_get_is_safe_from_many_threads_at_once(feed_server: FeedServer, fetcher:
     assert not errors and results == {n: f"body {n}".encode() for n in range(len(urls))}
 
 
+def test_requests_to_one_host_reuse_their_kept_alive_connections(feed_server: FeedServer) -> None:
+    """Forty requests to one host, four at a time: four connections, not one per request."""
+    ports: set[int] = set()
+    reply = _reply(b"ok")
+
+    def handler(request: BaseHTTPRequestHandler) -> None:
+        ports.add(request.client_address[1])
+        reply(request)
+
+    urls = [feed_server.add(f"/{n}", handler=handler) for n in range(40)]
+    fetcher = Fetcher(timeout=5, per_host=4)
+    try:
+        for _ in range(2):
+            outcomes = list(fetcher.get_many([(url, {}) for url in urls]))
+            assert all(isinstance(o, Response) and o.status == 200 for o in outcomes)
+    finally:
+        fetcher.close()
+    assert 1 <= len(ports) <= 4
+
+
+def test_a_lowered_timeout_applies_to_requests_started_after_it(feed_server: FeedServer) -> None:
+    """Deadlines are kept in the order they fall due, even when a later one falls due sooner."""
+    slow = feed_server.add("/slow", handler=_sleeping(1.5))
+    fetcher = Fetcher(timeout=10)
+    try:
+        results: list[Response | Exception] = []
+        early = fetcher.get_many([(slow, {})])  # deadline in 10 s: answers once the server does
+        reader = threading.Thread(target=lambda: results.append(next(early)))
+        reader.start()
+        time.sleep(0.2)
+        fetcher.timeout = 0.3
+        with pytest.raises(RetriableSourceError, match=r"timed out after 0\.3s"):
+            fetcher.get(feed_server.add("/slower", handler=_sleeping(3)))
+        reader.join(timeout=10)
+        early.close()
+        assert isinstance(results[0], Response) and results[0].status == 200
+    finally:
+        fetcher.close()
+
+
+def test_many_timeouts_each_cancel_only_their_own_request(feed_server: FeedServer) -> None:
+    """One timer serves every deadline: each slow request times out, each fast one answers."""
+    fetcher = Fetcher(timeout=0.4, per_host=16, max_connections=16)
+    plan = [
+        feed_server.add(f"/m{n}", handler=_sleeping(2 if n % 3 == 0 else 0.01, f"body {n}".encode()))
+        for n in range(24)
+    ]
+    try:
+        outcomes = list(fetcher.get_many([(url, {}) for url in plan]))
+        again = fetcher.get(plan[1])  # the client goes on
+    finally:
+        fetcher.close()
+    for n, outcome in enumerate(outcomes):
+        if n % 3 == 0:
+            assert isinstance(outcome, RetriableSourceError) and "timed out after 0.4s" in str(outcome), n
+        else:
+            assert isinstance(outcome, Response) and outcome.body == f"body {n}".encode(), n
+    assert again.body == b"body 1"
+
+
 def test_a_slot_handed_to_a_request_cancelled_meanwhile_goes_to_the_next_one() -> None:
     from monitor.http import _Slots
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Insert, Table, bindparam, func, select, update
+from sqlalchemy import Insert, Table, Update, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -189,25 +189,45 @@ def record_not_modified(
     loaded = [row for row in (cached.pop((source, stream), None) for stream in streams) if row is not None]
     if loaded:  # rows this session holds: their pending changes first, and read again after
         session.flush()
-    table = cast(Table, SourceStateRow.__table__)
+    statement = _not_modified()
     for start in range(0, len(streams), 500):
         session.execute(
-            update(table)
-            .where(table.c.source == source, table.c.stream.in_(streams[start : start + 500]))
-            .values(
-                last_poll_at=now,
-                last_ok_at=now,
-                last_error=None,
-                consecutive_errors=0,
-                parked_until=None,
-                parked_reason=None,
-                config_fingerprint=None,
-                last_warning=None,
-                next_poll_at=next_poll_at,
-            )
+            statement,
+            {
+                "b_source": source,
+                "b_streams": list(streams[start : start + 500]),
+                "b_now": now,
+                "b_next": next_poll_at,
+            },
         )
     for row in loaded:
         session.expire(row)
+
+
+@lru_cache(maxsize=1)
+def _not_modified() -> Update:
+    """`record_not_modified`'s UPDATE, built once with its values bound (the streams as one
+    expanding parameter): SQLAlchemy compiles it once, not a statement and 500 literals a poll."""
+    table = cast(Table, SourceStateRow.__table__)
+    now = bindparam("b_now", type_=table.c.last_poll_at.type)
+    return (
+        update(table)
+        .where(
+            table.c.source == bindparam("b_source", type_=table.c.source.type),
+            table.c.stream.in_(bindparam("b_streams", expanding=True, type_=table.c.stream.type)),
+        )
+        .values(
+            last_poll_at=now,
+            last_ok_at=now,
+            last_error=None,
+            consecutive_errors=0,
+            parked_until=None,
+            parked_reason=None,
+            config_fingerprint=None,
+            last_warning=None,
+            next_poll_at=bindparam("b_next", type_=table.c.next_poll_at.type),
+        )
+    )
 
 
 def record_warning(session: Session, source: str, stream: str, warning: str | None) -> None:

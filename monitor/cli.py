@@ -243,7 +243,9 @@ def report(
     with ctx.db.session() as session:
         rows, title = cut(flagged_posts(session, filters), limit, "flagged posts")
         rows = with_why(rows)
-        summary = build_summary(session, filters, now) if fmt in ("table", "html") else None
+        summary = (
+            build_summary(session, filters, now, daily=fmt == "html") if fmt in ("table", "html") else None
+        )
     if fmt in ("json", "csv"):
         for row in rows:
             row.pop("why")

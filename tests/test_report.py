@@ -158,6 +158,24 @@ def test_percentile_interpolates_between_ranks() -> None:
     assert percentile([1, 2, 4, 6, 10, 12], 0.9) == pytest.approx(11.0)
 
 
+@pytest.mark.parametrize(
+    "filters",
+    [Filters(), Filters(brand="Acme"), Filters(source="twitter"), Filters(since=NOW - timedelta(days=2))],
+)
+def test_the_table_reports_summary_without_daily_series_has_the_same_figures(
+    seeded: Database, filters: Filters
+) -> None:
+    """The table report counts mentions in one pass, without the daily series it does not show."""
+    with seeded.session() as session:
+        daily = build_summary(session, filters, NOW)
+        totals = build_summary(session, filters, NOW, daily=False)
+    assert totals["mentions_per_day"] == []
+    assert {k: v for k, v in totals.items() if k != "mentions_per_day"} == {
+        k: v for k, v in daily.items() if k != "mentions_per_day"
+    }
+    assert totals["mentions"] == sum(day["total"] for day in daily["mentions_per_day"])
+
+
 def test_summary_matches_hand_computed_numbers(seeded: Database) -> None:
     summary = summary_of(seeded)
     assert summary["mentions"] == 10

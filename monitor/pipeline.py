@@ -223,9 +223,9 @@ class Pipeline:
         Flags are handled in mention order, each mention's by priority, as one at a time would
         be: a mention's flag opens its author's case, later ones attach to it. Mentions that
         raise no flag may still join a case: its author's follow-up, or a reply in its
-        conversation. Rows are written once for the batch: flags here; case events, changed
-        cases and every outbox row in one INSERT by the returned `_Tail`, all in the caller's
-        transaction.
+        conversation. Rows are written once for the batch, all in the caller's transaction: the
+        flags here (one INSERT); then, by the returned `_Tail`, the case events (one INSERT), the
+        changed cases (one UPDATE) and every outbox row (one INSERT).
         """
         flagged = [
             (mention, draft)

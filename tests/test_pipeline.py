@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from conftest import POSTGRES
 from sqlalchemy import func, select
 
 from monitor.config import Settings
@@ -426,6 +427,36 @@ def test_a_refused_last_write_fails_the_whole_batch_and_it_is_stored_on_retry(
     with db.session() as session:
         result = pipeline.ingest(session, batch, source="blogs", stream="s", cursor={"etag": "new"}, now=NOW)
     assert (result.stored, result.flags, result.cases_opened, result.alerts_queued) == (1, 2, 1, 1)
+    with db.session() as session:
+        assert state.load_cursor(session, "blogs", "s") == {"etag": "new"}
+
+
+@pytest.mark.parametrize("db_url", [POSTGRES], indirect=True)
+def test_a_connection_lost_during_the_last_writes_fails_the_batch_and_the_next_one_reconnects(
+    db: Database, pipeline: Pipeline
+) -> None:
+    """The server ends the connection while the batch's last writes are in flight (a trigger that
+    terminates its own backend): the batch fails as a database error, nothing of it stays, and
+    the same `Database` stores it on the next try over a new connection."""
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "CREATE FUNCTION hang_up() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NEW; END $$"
+        )
+        connection.exec_driver_sql(
+            "CREATE TRIGGER hang_up BEFORE INSERT ON source_state FOR EACH ROW EXECUTE FUNCTION hang_up()"
+        )
+    batch = [post("1", "Bouygues Telecom en panne, je vais résilier")]
+    with pytest.raises(StorageError, match="database error"), db.session() as session:
+        pipeline.ingest(session, batch, source="blogs", stream="s", cursor={"etag": "new"}, now=NOW)
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TRIGGER hang_up ON source_state")
+    assert counts(db) == {"mentions": 0, "flags": 0, "cases": 0, "case_events": 0, "outbox": 0}
+    for mention in batch:
+        mention.id = None
+    with db.session() as session:
+        result = pipeline.ingest(session, batch, source="blogs", stream="s", cursor={"etag": "new"}, now=NOW)
+    assert (result.stored, result.alerts_queued) == (1, 1)
     with db.session() as session:
         assert state.load_cursor(session, "blogs", "s") == {"etag": "new"}
 

@@ -63,9 +63,6 @@ class Plan:
     fingerprint: str
 
 
-_NOTHING = IngestResult()  # the result of a stream that had nothing to store: only read, never added to
-
-
 def _unchanged(plan: Plan, batch: Batch) -> bool:
     """A response with nothing to store: no mention, no cursor change, no warning, no read billed."""
     return (
@@ -270,9 +267,10 @@ class Collector:
         totals.add(total)
         by_stream = dict(zip((batch.stream for batch in changed), results, strict=True))
         for plan, batch in group:
-            result = by_stream.get(batch.stream) or _NOTHING
+            result = by_stream.get(batch.stream)  # None: nothing to store (a 304)
             line = plan.line
-            line.not_modified, line.received, line.stored = batch.not_modified, result.received, result.stored
+            line.not_modified = batch.not_modified
+            line.received, line.stored = (result.received, result.stored) if result else (0, 0)
             if batch.warning:
                 log.warning("source %s [%s]: %s", source.name, batch.stream, batch.warning)
             log.info("source %s: %d new of %d from %s", source.name, line.stored, line.received, batch.stream)

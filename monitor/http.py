@@ -105,13 +105,6 @@ class _Slots:
                 self.give()
             raise
 
-    async def __aenter__(self) -> None:
-        if not self.take():
-            await self.wait()
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.give()
-
     def give(self, count: int = 1) -> None:
         for _ in range(count):
             while self._waiters:

@@ -446,9 +446,9 @@ def test_a_slot_handed_to_a_request_cancelled_meanwhile_goes_to_the_next_one() -
 
     async def scenario() -> None:
         slots = _Slots(1)
-        await slots.__aenter__()
-        first = asyncio.create_task(slots.__aenter__())
-        second = asyncio.create_task(slots.__aenter__())
+        assert slots.take() and not slots.take()
+        first = asyncio.create_task(slots.wait())
+        second = asyncio.create_task(slots.wait())
         await asyncio.sleep(0)  # both wait
         slots.give()  # the slot goes to the first...
         first.cancel()  # ... cancelled before it could use it
